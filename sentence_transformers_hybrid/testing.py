@@ -35,6 +35,7 @@ def build_tiny_m2m100(
     seed: int = 0,
     init_std: float = 1.0,
     sentences: Sequence[str] = _SENTENCES,
+    tokenizer: str = "m2m100",
 ) -> Path:
     """Write a tiny random M2M-100 (``M2M100ForConditionalGeneration`` + ``M2M100Tokenizer``) to ``path``.
 
@@ -42,6 +43,9 @@ def build_tiny_m2m100(
     model is ``M2M100Config(d_model=d_model, encoder_layers=layers, decoder_layers=layers, ...)`` initialised with
     ``torch.manual_seed(seed)``. ``init_std`` is far above the usual 0.02 so that different inputs give different
     (random) outputs, which order and alignment tests need. Everything is offline and takes well under a second.
+
+    ``tokenizer="nllb"`` builds an NLLB-200 style checkpoint instead (same model class, an ``NllbTokenizer`` with
+    FLORES-200 language tokens such as ``"deu_Latn"`` and a character-level vocabulary from ``sentences``).
 
     Example::
 
@@ -52,12 +56,47 @@ def build_tiny_m2m100(
         >>> len(translate(["Who wrote Faust?"], "en", "de"))
         1
     """
-    import sentencepiece as spm
     import torch
-    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
 
+    if tokenizer not in ("m2m100", "nllb"):
+        raise ValueError(f"tokenizer must be 'm2m100' or 'nllb', got {tokenizer!r}")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    tok = _m2m100_tokenizer(path, sentences, vocab_pieces) if tokenizer == "m2m100" else _nllb_tokenizer(sentences)
+    vocab_size = (
+        max(tok.lang_code_to_id.values()) + 1 + tok.num_madeup_words  # + 8 "made-up words", as released
+        if tokenizer == "m2m100"
+        else len(tok)
+    )
+    config = M2M100Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_position_embeddings=max_positions,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        init_std=init_std,
+    )
+    torch.manual_seed(seed)
+    model = M2M100ForConditionalGeneration(config).eval()
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
+def _m2m100_tokenizer(path: Path, sentences: Sequence[str], vocab_pieces: int):
+    """An ``M2M100Tokenizer`` on a SentencePiece BPE model trained on ``sentences`` (files written to ``path``)."""
+    import sentencepiece as spm
+    from transformers import M2M100Tokenizer
+
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(list(sentences) * 4),
@@ -82,27 +121,15 @@ def build_tiny_m2m100(
         vocab.setdefault(processor.id_to_piece(i), len(vocab))
     vocab_file = path / "vocab.json"
     vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    tokenizer = M2M100Tokenizer(str(vocab_file), str(spm_file))
-    # language tokens follow the pieces; 8 "made-up words" pad the embedding matrix like the released model
-    vocab_size = max(tokenizer.lang_code_to_id.values()) + 1 + tokenizer.num_madeup_words
-    config = M2M100Config(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        encoder_layers=layers,
-        decoder_layers=layers,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
-        max_position_embeddings=max_positions,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-        init_std=init_std,
-    )
-    torch.manual_seed(seed)
-    model = M2M100ForConditionalGeneration(config).eval()
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
+    return M2M100Tokenizer(str(vocab_file), str(spm_file))
+
+
+def _nllb_tokenizer(sentences: Sequence[str]):
+    """An ``NllbTokenizer`` with a character vocabulary (no merges) and the FLORES-200 language tokens."""
+    from transformers import NllbTokenizer
+
+    chars = sorted(set("".join(sentences).replace(" ", "")))
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for piece in ["\u2581", *chars, *("\u2581" + c for c in chars)]:
+        vocab.setdefault(piece, len(vocab))
+    return NllbTokenizer(vocab=vocab, merges=[])

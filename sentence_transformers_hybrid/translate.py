@@ -273,7 +273,10 @@ def translate_parallel(
         )
     rows = src_rows[has_src]
     # distinct texts of the source rows, dictionary-encoded in Arrow: codes [2 x n] into `unique`
-    both = pa.concat_arrays([corpus._queries.take(pa.array(rows)), corpus._passages.take(pa.array(rows))])
+    both = pa.concat_arrays([
+        pc.cast(corpus._queries.take(pa.array(rows)), pa.large_string()),
+        pc.cast(corpus._passages.take(pa.array(rows)), pa.large_string()),
+    ])
     encoded = pc.dictionary_encode(both)
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64).reshape(2, len(rows))
     unique = encoded.dictionary.to_pylist()

@@ -292,6 +292,35 @@ def test_m2m100_translator_language_codes(translator):
     assert "beams=1" in translator.id and "max_length=32" in translator.id
 
 
+def test_nllb_checkpoints_use_flores_codes_through_the_same_interface(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from sentence_transformers_hybrid.backbones import m2m100_encoder
+
+    path = build_tiny_m2m100(tmp_path / "nllb", tokenizer="nllb")
+    nllb = M2M100Translator(str(path), max_length=32, max_new_tokens=6, device="cpu")
+    assert nllb.family == "nllb"
+    assert (nllb.language_code("de"), nllb.language_code("zho_Hant")) == ("deu_Latn", "zho_Hant")
+    with pytest.raises(ValueError, match="'xx'"):
+        nllb.language_code("xx")
+    texts = ["Who wrote Faust?", "Wer schrieb den Faust?"]
+    out = nllb(texts, "en", "de")
+    tok = AutoTokenizer.from_pretrained(str(path), src_lang="eng_Latn")
+    model = AutoModelForSeq2SeqLM.from_pretrained(str(path)).eval()
+    lang_ids = set(tok.convert_tokens_to_ids(["deu_Latn", "eng_Latn"]))
+    ref = []
+    for text in texts:
+        enc = tok([text], return_tensors="pt")
+        assert enc["input_ids"][0, 0] == tok.convert_tokens_to_ids("eng_Latn")
+        with torch.inference_mode():
+            ids = model.generate(**enc, forced_bos_token_id=tok.convert_tokens_to_ids("deu_Latn"), max_new_tokens=6,
+                                 num_beams=1, do_sample=False)[0].tolist()
+        assert ids[1] == tok.convert_tokens_to_ids("deu_Latn")
+        ref.append(tok.decode([i for i in ids if i not in lang_ids], skip_special_tokens=True))
+    assert out == ref
+    assert m2m100_encoder(path, language="en", device="cpu")[0].tokenizer.src_lang == "eng_Latn"
+
+
 def test_translate_parallel_with_m2m100_is_cached_and_aligned(tmp_path, tiny_m2m, translator):
     corpus = english_corpus(n=5)
     out = translate_parallel(corpus, ["de"], translator, tmp_path, batch_size=4)
