@@ -424,6 +424,20 @@ def test_translate_file_turns_squad_into_a_parallel_corpus(tmp_path, squad_file,
     assert "fr" in ParallelCorpus.load_from_disk(saved).languages
 
 
+def test_cli_translate_squad_file(tmp_path, squad_file, tiny_m2m):
+    from sentence_transformers_hybrid.cli import main
+
+    out = tmp_path / "cli.jsonl"
+    rc = main(["translate", "--input", str(squad_file), "--output", str(out), "--target-languages", "de",
+               "--source-language", "en", "--model", str(tiny_m2m), "--cache-dir", str(tmp_path / "cache"),
+               "--max-length", "32", "--device", "cpu"])
+    assert rc == 0
+    corpus = load_parallel_jsonl(out)
+    assert sorted(corpus.groups) == ["q1", "q2", "q4"] and "en" in corpus.languages
+    with TranslationCache(tmp_path / "cache") as cache:
+        assert [row[1:] for row in cache.summary()] == [("en", "de", 5)]  # 3 questions + 2 distinct paragraphs
+
+
 # ------------------------------------------------------------------------------------------------------- backbone
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al., 2019), feature-space form, in float64."""
