@@ -213,7 +213,7 @@ def translate_parallel(
     translates the texts not cached yet. An exception from the translator propagates unchanged and nothing of that
     batch is cached; so does a malformed output (wrong count, non-strings) as a ``ValueError``. An empty
     translation is cached (it is what the model produces) but its row is left out of the result and listed in
-    ``result.report``.
+    ``result.report``, after what ``corpus.report`` already listed.
 
     Args:
         corpus: the corpus to translate.
@@ -340,7 +340,9 @@ def translate_parallel(
 
     base = corpus.to_table()
     table = pa.concat_tables([base, *[t.cast(base.schema) for t in new_tables]])
-    return ParallelCorpus.from_dataset(table, source_column="source", strict=False, name="translate_parallel")
+    result = ParallelCorpus.from_dataset(table, source_column="source", strict=False, name="translate_parallel")
+    result.report.issues[:0] = corpus.report.issues  # what the input's loader skipped stays on record
+    return result
 
 
 class M2M100Translator:

@@ -382,6 +382,19 @@ def test_squad_to_corpus_bad_input_names_file_and_question(squad_file, tmp_path)
     assert sorted(squad_to_corpus(path, "en", passage="sentence", strict=False).groups) == ["q1", "q2"]
 
 
+def test_squad_to_corpus_agrees_with_the_lareqa_loader_on_xquad_r(data_dir):
+    from sentence_transformers_hybrid.data import load_lareqa
+
+    split = load_lareqa("xquad-r", data_dir=data_dir, languages=["en"], download=False).splits["en"]
+    answer = dict(zip(split.question_ids, split.answer_sentence.tolist()))
+    path = data_dir / "xquad-r" / "en.json"
+    sentences = {r["group"]: r["passage"] for r in squad_to_corpus(path, "en", passage="sentence").to_records()}
+    assert sentences == {q: split.sentences[a] for q, a in answer.items()}
+    contexts = {r["group"]: r["passage"] for r in squad_to_corpus(path, "en").to_records()}
+    assert contexts == {q: split.paragraphs[split.sentence_paragraph[a]] for q, a in answer.items()}
+    assert len(contexts) == 1190
+
+
 def test_pairs_to_corpus_filters_and_reports_what_it_removed(caplog):
     from datasets import Dataset
 
@@ -418,10 +431,29 @@ def test_translate_file_turns_squad_into_a_parallel_corpus(tmp_path, squad_file,
     assert loaded.num_rows == result.num_rows
     assert set(loaded.languages) <= {"de", "en", "zh"} and "en" in loaded.languages
     # rows dropped for an empty random translation are reported, never silent
-    assert loaded.num_rows + len(result.report) == 9
+    assert loaded.num_rows + sum(i.language in ("de", "zh") for i in result.report) == 9
+    assert result.report.issues[0].row == "q3"  # the adapter's report travels with the corpus
     saved = tmp_path / "saved"
     translate_file(out_path, saved, ["fr"], source_language="en", translator=FakeTranslator(), cache_dir=tmp_path / "c2")
     assert "fr" in ParallelCorpus.load_from_disk(saved).languages
+
+
+def test_translate_file_reads_hf_pair_folders(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"question": ["who wrote faust", "where is lima", "who wrote faust"],
+                       "answer": ["Goethe wrote Faust.", "Lima is in Peru.", "Goethe."]}).save_to_disk(str(tmp_path / "nq"))
+    fake = FakeTranslator()
+    out = translate_file(tmp_path / "nq", tmp_path / "nq.jsonl", ["de"], source_language="en", input_format="hf",
+                         query_column="question", passage_column="answer", source_name="nq", translator=fake,
+                         cache_dir=tmp_path / "cache")
+    assert out.groups == ["nq-0", "nq-1"] and out.sources == ["nq"] and out.languages == ["de", "en"]
+    assert len(out.report) == 1  # the duplicate query, removed by pairs_to_corpus and reported
+    recs = {(r["group"], r["lang"]): r["passage"] for r in load_parallel_jsonl(tmp_path / "nq.jsonl").to_records()}
+    assert recs[("nq-1", "de")] == FakeTranslator.expected("Lima is in Peru.", "de")
+    with pytest.raises(ValueError, match="source_language"):
+        translate_file(tmp_path / "nq", tmp_path / "x.jsonl", ["de"], input_format="hf", query_column="question",
+                       passage_column="answer", translator=fake, cache_dir=tmp_path / "cache")
 
 
 def test_cli_translate_squad_file(tmp_path, squad_file, tiny_m2m):
