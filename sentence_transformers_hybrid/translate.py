@@ -260,6 +260,10 @@ def translate_parallel(
     if source_language in targets:
         raise ValueError(f"target_languages {targets} include the source language {source_language!r}")
     tid = translator_identity(translator, translator_id)
+    check_language = getattr(translator, "language_code", None)
+    if callable(check_language):  # an unknown code fails now, not after hours spent on the other languages
+        for lang in (source_language, *targets):
+            check_language(lang)
     if show_progress_bar is None:
         show_progress_bar = _default_progress()
 

@@ -283,11 +283,14 @@ def test_m2m100_translator_matches_unbatched_generation_in_input_order(tiny_m2m,
     assert not any("__de__" in t for t in out)
 
 
-def test_m2m100_translator_language_codes(translator):
+def test_m2m100_translator_language_codes(translator, tmp_path):
     assert translator.family == "m2m100"
     assert translator.language_code("deu_Latn") == "de"
     with pytest.raises(ValueError, match="'xx'"):
         translator(["hello"], "en", "xx")
+    with pytest.raises(ValueError, match="'xx'"):  # checked before any language is translated
+        translate_parallel(english_corpus(n=2), ["de", "xx"], translator, tmp_path)
+    assert not (tmp_path / "translations.sqlite3").exists() or len(TranslationCache(tmp_path)) == 0
     assert translator([], "en", "de") == []
     assert "beams=1" in translator.id and "max_length=32" in translator.id
 
