@@ -89,13 +89,12 @@ def m2m100_encoder(
             encoder = M2M100Encoder.from_pretrained(path)
         else:
             encoder = M2M100Model.from_pretrained(path).get_encoder()
-        reference = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
         encoder.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        del encoder
         transformer = Transformer(tmp, max_seq_length=max_seq_length)
     loaded = transformer.auto_model.state_dict()
-    bad = [k for k, v in reference.items() if k not in loaded or not torch.equal(loaded[k].cpu(), v.cpu())]
+    bad = [k for k, v in encoder.state_dict().items() if k not in loaded or not torch.equal(loaded[k].cpu(), v.cpu())]
+    del encoder
     if bad:
         raise RuntimeError(f"the encoder of {path!r} did not load intact; differing tensors: {bad[:5]}")
     pool = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
