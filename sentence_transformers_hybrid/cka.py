@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -765,6 +766,7 @@ def plot_cka_heatmap(
     matrix: np.ndarray | Sequence[Sequence[float]],
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
     *,
     ax: Axes | None = None,
     title: str | None = None,
@@ -775,7 +777,6 @@ def plot_cka_heatmap(
     cmap: str = "magma",
     annotate: bool | None = None,
     origin: Literal["upper", "lower"] = "lower",
-    path: str | None = None,
 ) -> Figure:
     """Heatmap of any CKA matrix (layers x layers, languages x languages) with a colour bar.
 

@@ -135,6 +135,7 @@ class CKAEvaluator(SentenceEvaluator):
         self.primary_metric = "cka_mean"
         self.greater_is_better = True
         self.csv_file = "cka_evaluation" + (f"_{self.name}" if self.name else "") + "_results.csv"
+        self.alignment = "position" if self.groups is None else "groups"
         self.last_matrix: np.ndarray | None = None
         self.last_query_passage_matrix: np.ndarray | None = None
 
@@ -193,26 +194,30 @@ class CKAEvaluator(SentenceEvaluator):
         bench: Any,
         languages: Sequence[str] | None = None,
         *,
-        alignment: Literal["intersection", "pairwise"] = "intersection",
-        passages: Literal["sentence", "paragraph"] | None = None,
+        alignment: Literal["auto", "intersection", "pairwise"] = "auto",
+        passages: Literal["sentence", "paragraph", "candidate"] | None = None,
         max_groups: int | None = None,
         seed: int = 0,
         name: str | None = None,
+        min_intersection: int = 100,
         **kwargs: Any,
     ) -> CKAEvaluator:
         """Aligned questions (and optionally their answer passages) from a ``RetrievalBenchmark`` (XQuAD-R, MLQA-R).
 
         Questions are aligned across languages by their group (``LanguageSplit.question_groups``, i.e. the original
-        question id). ``alignment="intersection"`` (default) keeps the groups present in every chosen language, so
-        all pairs are measured on the same items and their CKA values are directly comparable: on XQuAD-R that is
-        all 1,190 questions. MLQA-R questions exist in only 2-4 of its 7 languages, so there the intersection of
-        many languages is small or empty; ``alignment="pairwise"`` measures each pair on the groups those two
-        languages share (different items and sizes per pair, so compare pairs with care; debiased CKA keeps the
-        size effect small). Groups are taken in ascending group order; ``max_groups`` keeps a random subset of that
+        question id). ``alignment="intersection"`` keeps the groups present in every chosen language, so all pairs
+        are measured on the same items and their CKA values are directly comparable: on XQuAD-R that is all 1,190
+        questions. MLQA-R questions exist in only 2-4 of its 7 languages (no question is in all 7), so there
+        ``alignment="pairwise"`` measures each pair on the groups those two languages share (161 to 517 per pair
+        for all 7 languages: different items and sizes per pair, so compare pairs with care; debiased CKA keeps the
+        size effect small). ``"auto"`` (default) uses the intersection when it holds at least
+        ``min_intersection`` groups, else pairwise; the choice is logged and kept in ``evaluator.alignment``. Groups are taken in ascending group order; ``max_groups`` keeps a random subset of that
         many (drawn with ``seed``, the same for every language) to bound encoding time.
 
         ``passages="sentence"`` adds query-vs-passage CKA against each question's answer sentence,
-        ``"paragraph"`` against the answer's whole paragraph. Other keyword arguments go to the constructor.
+        ``"paragraph"`` against the answer's whole paragraph, ``"candidate"`` against the exact candidate text the
+        LAReQA retrieval protocol encodes (``LanguageSplit.candidate_texts()``: sentence with its context). Other
+        keyword arguments go to the constructor.
 
         Example:
             >>> bench = load_lareqa("xquad-r", languages=["de", "en", "zh"])   # doctest: +SKIP
@@ -224,10 +229,10 @@ class CKAEvaluator(SentenceEvaluator):
         unknown = [lang for lang in langs if lang not in bench.splits]
         if unknown:
             raise ValueError(f"{getattr(bench, 'name', 'benchmark')} has no language(s) {unknown}; it has {list(bench.splits)}")
-        if passages not in (None, "sentence", "paragraph"):
-            raise ValueError(f"passages must be None, 'sentence' or 'paragraph', got {passages!r}")
-        if alignment not in ("intersection", "pairwise"):
-            raise ValueError(f"alignment must be 'intersection' or 'pairwise', got {alignment!r}")
+        if passages not in (None, "sentence", "paragraph", "candidate"):
+            raise ValueError(f"passages must be None, 'sentence', 'paragraph' or 'candidate', got {passages!r}")
+        if alignment not in ("auto", "intersection", "pairwise"):
+            raise ValueError(f"alignment must be 'auto', 'intersection' or 'pairwise', got {alignment!r}")
         bench_name = getattr(bench, "name", "benchmark")
         group_rows: dict[str, dict[int, int]] = {}
         for lang in langs:
@@ -236,8 +241,11 @@ class CKAEvaluator(SentenceEvaluator):
             if len(rows) != len(qg):
                 raise ValueError(f"{bench_name} {lang}: a group has more than one question; cannot align by group")
             group_rows[lang] = rows
+        common = set.intersection(*(set(r) for r in group_rows.values()))
+        if alignment == "auto":
+            alignment = "intersection" if len(common) >= min_intersection else "pairwise"
+            logger.info(f"{bench_name}: {len(common)} question groups are in all of {langs}: {alignment} alignment")
         if alignment == "intersection":
-            common = set.intersection(*(set(r) for r in group_rows.values()))
             keep = sorted(common)
             if len(keep) < 4:
                 raise ValueError(
@@ -261,16 +269,21 @@ class CKAEvaluator(SentenceEvaluator):
                 ans = np.asarray(split.answer_sentence, dtype=np.int64)[rows]
                 if passages == "sentence":
                     pas[lang] = [split.sentences[s] for s in ans]
+                elif passages == "candidate":
+                    cand = split.candidate_texts(with_context=True)
+                    pas[lang] = [cand[s] for s in ans]
                 else:
                     sp = np.asarray(split.sentence_paragraph, dtype=np.int64)
                     pas[lang] = [split.paragraphs[sp[s]] for s in ans]
-        return cls(
+        evaluator = cls(
             sentences,
             name=name if name is not None else bench_name,
             groups=groups if alignment == "pairwise" else None,
             passages=pas if passages is not None else None,
             **kwargs,
         )
+        evaluator.alignment = alignment
+        return evaluator
 
     # ---------------------------------------------------------------------------------------------------------------
     # evaluation

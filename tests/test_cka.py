@@ -336,7 +336,7 @@ def test_layerwise_helpers_need_a_transformer(texts):
 def test_heatmap_draws_and_saves(tmp_path):
     m = np.array([[1.0, 0.4], [0.4, 1.0]])
     path = tmp_path / "cka.png"
-    fig = plot_cka_heatmap(m, ["en", "de"], ["en", "de"], title="CKA", path=str(path), origin="upper")
+    fig = plot_cka_heatmap(m, ["en", "de"], ["en", "de"], path, title="CKA", origin="upper")
     ax = fig.axes[0]
     assert ax.get_title() == "CKA"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["en", "de"]
@@ -423,21 +423,23 @@ def fake_benchmark(texts: dict[str, list[str]], missing: dict[str, list[int]]) -
 
 def test_from_benchmark_aligns_questions_by_group(tiny_model, texts):
     bench = fake_benchmark(texts, missing={"de": [0, 1, 2], "fr": [3]})
-    ev = CKAEvaluator.from_benchmark(bench, passages="sentence")
-    assert ev.name == "fake"
+    ev = CKAEvaluator.from_benchmark(bench, passages="sentence", alignment="intersection")
+    assert ev.name == "fake" and ev.alignment == "intersection"
     assert ev.sentences["en"] == [texts["en"][i] for i in range(4, 40)]  # groups present in every language
     assert ev.sentences["de"] == [texts["de"][i] for i in range(4, 40)]
     assert ev.passages["fr"][0] == texts["fr"][4] + " !"
-    pairwise = CKAEvaluator.from_benchmark(bench, alignment="pairwise", languages=["en", "fr"])
+    pairwise = CKAEvaluator.from_benchmark(bench, languages=["en", "fr"])  # auto: 39 shared < 100 -> pairwise
+    assert pairwise.alignment == "pairwise"
     assert len(pairwise.sentences["en"]) == 40 and len(pairwise.sentences["fr"]) == 39
     res = pairwise(tiny_model)
     keep = [i for i in range(40) if i != 3]
     expected = ref_linear_cka(tiny_model.encode([texts["en"][i] for i in keep]),
                               tiny_model.encode([texts["fr"][i] for i in keep]), True)
     assert res["fake_cka_en_fr"] == pytest.approx(expected, abs=1e-6)
-    a = CKAEvaluator.from_benchmark(bench, max_groups=10, seed=3)
-    b = CKAEvaluator.from_benchmark(bench, max_groups=10, seed=3)
+    a = CKAEvaluator.from_benchmark(bench, max_groups=10, seed=3, alignment="intersection")
+    b = CKAEvaluator.from_benchmark(bench, max_groups=10, seed=3, alignment="intersection")
     assert a.sentences == b.sentences and len(a.sentences["en"]) == 10
+    assert CKAEvaluator.from_benchmark(bench, min_intersection=30).alignment == "intersection"
     with pytest.raises(ValueError, match="no language"):
         CKAEvaluator.from_benchmark(bench, languages=["en", "xx"])
 
@@ -465,3 +467,23 @@ def test_evaluator_runs_inside_the_trainer(tmp_path, texts):
     assert "eval_toy_cka_de_en" in metrics
     assert metrics["eval_toy_cka_mean"] == pytest.approx(ev(model)["toy_cka_mean"], abs=1e-9)
     assert metrics["eval_toy_cka_mean"] != pytest.approx(before, abs=1e-9)  # training changed the model
+
+
+def test_from_benchmark_on_real_lareqa_aligns_the_same_question_ids(data_dir):
+    from sentence_transformers_hybrid.data import load_lareqa
+
+    bench = load_lareqa("mlqa-r", data_dir=data_dir, languages=["ar", "de", "en"])
+    ids = {lang: bench.splits[lang].question_ids for lang in bench.languages}
+    qrow = {lang: {q: i for i, q in enumerate(bench.splits[lang].questions)} for lang in bench.languages}
+
+    def ids_of(ev, lang, rows):
+        return [ids[lang][qrow[lang][ev.sentences[lang][r]]] for r in rows]
+
+    inter = CKAEvaluator.from_benchmark(bench, alignment="intersection")
+    n = len(inter.sentences["en"])
+    assert 4 <= n < min(len(v) for v in ids.values())
+    assert ids_of(inter, "ar", range(n)) == ids_of(inter, "en", range(n)) == ids_of(inter, "de", range(n))
+    pair = CKAEvaluator.from_benchmark(bench, min_intersection=10**6)
+    assert pair.alignment == "pairwise"
+    ia, ib = pair._pair_rows[("ar", "en")]
+    assert len(ia) > n and ids_of(pair, "ar", ia) == ids_of(pair, "en", ib)
