@@ -51,6 +51,9 @@ __all__ = [
 #: Rows per chunk in the feature-space accumulation (chunk x (d1 + d2) float64 values are live at a time).
 DEFAULT_CHUNK_ROWS = 4096
 
+#: linear_cka_matrix keeps one n x n float64 Gram per input when that is cheaper, up to this many bytes in total.
+_MATRIX_GRAM_BYTES = 2 * 2**30
+
 #: A feature matrix whose total centred variance is below this fraction of its squared mean is "constant".
 _ZERO_VARIANCE_RTOL = 1e-20
 
@@ -510,16 +513,17 @@ class _Centred:
     gram: np.ndarray | None = None
 
 
-def _centred(data: Any, name: str, use_gram: bool) -> _Centred:
+def _centred(data: Any, name: str, gram_out: np.ndarray | None = None) -> _Centred:
+    """Centre one input; with ``gram_out`` (an ``n x n`` float64 buffer) its centred Gram is written there."""
     rows = _Rows(data, name)
     n = rows.n
     mu = rows.column_sums(max(1, n)) / n
     z = rows.chunk(0, n) - mu
     r = np.einsum("ij,ij->i", z, z)
     _check_variance(float(r.sum()), float(n * (mu @ mu)), name)
-    if use_gram:
-        g = z @ z.T
-        return _Centred(z, r, float(r.sum()), float(np.vdot(g, g)), g)
+    if gram_out is not None:
+        np.matmul(z, z.T, out=gram_out)
+        return _Centred(None, r, float(r.sum()), float(np.vdot(gram_out, gram_out)), gram_out)  # type: ignore[arg-type]
     s = z.T @ z
     return _Centred(z, r, float(r.sum()), float(np.vdot(s, s)))
 
@@ -563,10 +567,17 @@ def linear_cka_matrix(
         if shp[0] != n:
             raise ValueError(f"{nm} has {shp[0]} rows but {names_x[0]} has {n}; all inputs must cover the same examples")
     _check_n(n, debiased)
-    mean_d = float(np.mean([s[1] for s in shapes]))
-    use_gram = n <= mean_d
-    cx = [_centred(a, nm, use_gram) for a, nm in zip(Xs, names_x)]
-    cy = cx if symmetric else [_centred(b, nm, use_gram) for b, nm in zip(ys_in, names_y)]
+    # Cross terms cost n d_i d_j each in feature space; via centred Grams they cost n^2 each after one n^2 d_i
+    # product per input. Take the Grams when that is cheaper and they fit in _MATRIX_GRAM_BYTES.
+    dx, dy = [s[1] for s in shapes[: len(Xs)]], [s[1] for s in shapes[len(Xs) :]]
+    n_inputs = len(Xs) if symmetric else len(Xs) + len(ys_in)
+    feature_cost = float(sum(dx)) * float(sum(dy)) * n
+    gram_cost = float(sum(dx) + (0 if symmetric else sum(dy))) * n * n / 2 + len(Xs) * len(ys_in) * float(n) * n
+    use_gram = gram_cost < feature_cost and n_inputs * n * n * 8 <= _MATRIX_GRAM_BYTES
+    ga = np.empty((len(Xs), n, n)) if use_gram else None
+    gb = ga if symmetric or not use_gram else np.empty((len(ys_in), n, n))
+    cx = [_centred(a, nm, None if ga is None else ga[i]) for i, (a, nm) in enumerate(zip(Xs, names_x))]
+    cy = cx if symmetric else [_centred(b, nm, None if gb is None else gb[j]) for j, (b, nm) in enumerate(zip(ys_in, names_y))]
 
     def hsic(a: _Centred, b: _Centred, cross: float) -> float:
         if not debiased:
@@ -576,12 +587,14 @@ def linear_cka_matrix(
     self_x = [hsic(a, a, a.self_xy) for a in cx]
     self_y = self_x if symmetric else [hsic(b, b, b.self_xy) for b in cy]
     out = np.empty((len(cx), len(cy)), dtype=np.float64)
-    if not use_gram:
+    if use_gram:  # every tr(K_i L_j) in one product of the flattened Grams
+        all_crosses = ga.reshape(len(cx), -1) @ gb.reshape(len(cy), -1).T  # type: ignore[union-attr]
+    else:
         zb = np.concatenate([b.z for b in cy], axis=1)
         offs = np.cumsum([0] + [b.z.shape[1] for b in cy])
     for i, a in enumerate(cx):
         if use_gram:
-            crosses = [float(np.vdot(a.gram, b.gram)) for b in cy]
+            crosses = all_crosses[i].tolist()
         else:
             p = a.z.T @ zb
             crosses = [float(np.vdot(p[:, offs[j] : offs[j + 1]], p[:, offs[j] : offs[j + 1]])) for j in range(len(cy))]
