@@ -208,17 +208,18 @@ def test_minibatch_cka_with_one_batch_is_the_debiased_value():
 
 def test_minibatch_cka_converges_to_the_debiased_value():
     rng = np.random.default_rng(12)
-    X, Y = correlated(rng, 40_000, 32, 32)
+    X, Y = correlated(rng, 20_000, 32, 32)
     full = linear_cka(X, Y, debiased=True)
-    assert minibatch_cka(X, Y, batch_size=512) == pytest.approx(full, abs=0.01)
+    assert minibatch_cka(X, Y, batch_size=512) == pytest.approx(full, abs=0.005)
     # the biased estimator averaged per batch would stay inflated; the minibatch one is far closer than it
     biased_batches = np.mean([linear_cka(X[i : i + 64], Y[i : i + 64]) for i in range(0, 6400, 64)])
     assert abs(minibatch_cka(X[:6400], Y[:6400], batch_size=64) - full) < abs(biased_batches - full)
     acc = MinibatchCKA()
-    for i in range(0, 40_000, 4000):  # the streaming form gives the same as the array form
+    for i in range(0, 20_000, 4000):  # the streaming form gives the same as the array form
         acc.update(X[i : i + 4000], Y[i : i + 4000])
     assert acc.compute() == pytest.approx(minibatch_cka(X, Y, batch_size=4000), abs=1e-12)
-    assert acc.num_rows == 40_000
+    assert acc.compute() == pytest.approx(minibatch_cka(zip(np.split(X, 5), np.split(Y, 5))), abs=1e-12)
+    assert acc.num_rows == 20_000
 
 
 @pytest.mark.parametrize("n", [30, 400])  # Gram route (n <= d) and feature route
@@ -295,6 +296,9 @@ def test_layer_embeddings_match_a_manual_forward_pass_and_encode(tiny_model, tex
     np.testing.assert_allclose(embs[-1], tiny_model.encode(texts["en"]), atol=1e-5)
     only = layer_embeddings(tiny_model, texts["en"][:5], layers=[-1])
     np.testing.assert_allclose(only[0], embs[-1][:5], atol=1e-5)
+    prompted = layer_embeddings(tiny_model, texts["en"][:5], layers=[-1], prompt="what where: ")
+    np.testing.assert_allclose(prompted[0], tiny_model.encode(texts["en"][:5], prompt="what where: "), atol=1e-5)
+    assert np.abs(prompted[0] - only[0]).max() > 1e-3
     with pytest.raises(ValueError, match="layer 3 does not exist"):
         layer_embeddings(tiny_model, texts["en"][:5], layers=[3])
 
@@ -447,7 +451,10 @@ def test_from_benchmark_aligns_questions_by_group(tiny_model, texts):
 def test_evaluator_runs_inside_the_trainer(tmp_path, texts):
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # sentence-transformers 5.x
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     from tests.helpers_models import tiny_transformer_model
 
