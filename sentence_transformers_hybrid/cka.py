@@ -638,8 +638,9 @@ def layer_embeddings(
     batch_size: int = 32,
     prompt: str | None = None,
     show_progress_bar: bool | None = None,
+    normalize: bool = False,
 ) -> list[np.ndarray]:
-    """Mean-pooled hidden states of every (chosen) layer of a SentenceTransformer's underlying HF transformer.
+    """Mean-pooled (optionally L2-normalised) hidden states of every (chosen) layer of a SentenceTransformer's underlying HF transformer.
 
     The first module must be a ``models.Transformer``. Texts are tokenized exactly as ``model.encode`` does (same
     preprocessing, truncation and ``prompt``), the HF model runs with ``output_hidden_states=True``, and each layer is
@@ -705,7 +706,10 @@ def layer_embeddings(
     finally:
         model.train(was_training)
     inverse = np.argsort(order)
-    return [torch.cat(p).numpy()[inverse] for p in pooled]  # type: ignore[union-attr]
+    out = [torch.cat(p).numpy()[inverse] for p in pooled]  # type: ignore[union-attr]
+    if normalize:  # unit rows, as the model's own Normalize module would give at the last layer
+        out = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in out]
+    return out
 
 
 def cka_matrix(
@@ -756,6 +760,7 @@ def layerwise_cka(
     batch_size: int = 32,
     prompt: str | None = None,
     show_progress_bar: bool | None = None,
+    normalize: bool = False,
 ) -> np.ndarray:
     """Per-layer CKA between two parallel text sets under one model: ``out[l] = CKA(layer l on A, layer l on B)``.
 
@@ -770,7 +775,7 @@ def layerwise_cka(
     if len(sentences_a) != len(sentences_b):
         raise ValueError(f"sentences_a has {len(sentences_a)} texts, sentences_b has {len(sentences_b)}; "
                          "they must be parallel (row i = the same item)")
-    kw = dict(batch_size=batch_size, prompt=prompt, show_progress_bar=show_progress_bar)
+    kw = dict(batch_size=batch_size, prompt=prompt, show_progress_bar=show_progress_bar, normalize=normalize)
     ea = layer_embeddings(model, sentences_a, layers, **kw)
     eb = layer_embeddings(model, sentences_b, layers, **kw)
     return np.array([linear_cka(x, y, debiased=debiased) for x, y in zip(ea, eb)])

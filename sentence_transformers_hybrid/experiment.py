@@ -268,7 +268,7 @@ class Backbone:
         pairs = parallel_questions(self.bench)
         per_lang = [
             layerwise_cka(model, [self.preset.query_prompt + t for t in en], [self.preset.query_prompt + t for t in x],
-                          batch_size=self.preset.eval_batch_size)
+                          batch_size=self.preset.eval_batch_size, normalize=True)
             for en, x in pairs.values()
         ]
         return np.mean(np.asarray(per_lang, dtype=np.float64), axis=0).tolist()

@@ -316,6 +316,19 @@ def test_layerwise_cka_compares_the_same_layer_on_two_parallel_sets(tiny_model, 
     np.testing.assert_allclose(layerwise_cka(tiny_model, texts["en"], texts["en"]), 1.0, atol=1e-9)
 
 
+def test_layerwise_cka_on_l2_normalised_hidden_states(tiny_model, texts):
+    curve = layerwise_cka(tiny_model, texts["en"], texts["de"], batch_size=16, normalize=True)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    expected = ref_linear_cka(
+        unit(manual_hidden_states(tiny_model, texts["en"], 2)), unit(manual_hidden_states(tiny_model, texts["de"], 2)), True
+    )
+    assert curve[2] == pytest.approx(expected, abs=1e-5)
+    assert np.abs(curve - layerwise_cka(tiny_model, texts["en"], texts["de"], batch_size=16)).max() > 1e-6
+
+
 def test_cka_matrix_between_two_models_layer_by_layer(tiny_model, tiny_model_b, texts):
     self_m = cka_matrix(tiny_model, None, texts["en"])
     assert self_m.shape == (3, 3)
