@@ -4,4 +4,32 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+from .data import (
+    CANDIDATE_WITH_CONTEXT,
+    LAREQA_LANGUAGES,
+    DataValidationError,
+    LanguageSplit,
+    ParallelCorpus,
+    RetrievalBenchmark,
+    ValidationReport,
+    load_lareqa,
+    load_parallel_dataset,
+    load_parallel_jsonl,
+    load_squad_parallel,
+    split_sentences,
+)
+
+__all__ = [
+    "CANDIDATE_WITH_CONTEXT",
+    "LAREQA_LANGUAGES",
+    "DataValidationError",
+    "LanguageSplit",
+    "ParallelCorpus",
+    "RetrievalBenchmark",
+    "ValidationReport",
+    "load_lareqa",
+    "load_parallel_dataset",
+    "load_parallel_jsonl",
+    "load_squad_parallel",
+    "split_sentences",
+]

@@ -1,0 +1,319 @@
+"""``RetrievalBenchmark``: answer retrieval from a (multilingual) sentence pool, in the LAReQA protocol.
+
+For each language the candidate pool is **every sentence of every paragraph** (duplicates kept, as LAReQA does),
+and the relevant candidates of a question are the sentence holding its answer **in every language** the question
+exists in. Questions are aligned across languages by their id (the *group*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from .validation import DataValidationError, ValidationReport, Validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .corpus import ParallelCorpus
+
+#: How a candidate is written when it is encoded with its paragraph as context (LAReQA encodes the answer
+#: sentence together with its paragraph). ``LanguageSplit.candidate_texts(with_context=True)`` uses it.
+CANDIDATE_WITH_CONTEXT = "{sentence}\n{context}"
+
+
+@dataclass
+class LanguageSplit:
+    """One language of a :class:`RetrievalBenchmark`: its questions and its candidate pool."""
+
+    language: str
+    question_ids: list[str]
+    questions: list[str]
+    question_groups: np.ndarray
+    sentences: list[str]
+    paragraphs: list[str]
+    sentence_paragraph: np.ndarray
+    answer_sentence: np.ndarray
+    answer_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    answers: list[str] = field(default_factory=list)
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        self.question_groups = np.asarray(self.question_groups, dtype=np.int64)
+        self.sentence_paragraph = np.asarray(self.sentence_paragraph, dtype=np.int64)
+        self.answer_sentence = np.asarray(self.answer_sentence, dtype=np.int64)
+        if self.answer_counts is None:
+            self.answer_counts = np.ones(len(self.questions), dtype=np.int64)
+
+    @property
+    def contexts(self) -> list[str]:
+        """The paragraph of each candidate sentence."""
+        return [self.paragraphs[i] for i in self.sentence_paragraph]
+
+    def candidate_texts(self, with_context: bool = True) -> list[str]:
+        """The text encoded for each candidate: ``CANDIDATE_WITH_CONTEXT`` or the sentence alone."""
+        if not with_context:
+            return list(self.sentences)
+        return [
+            CANDIDATE_WITH_CONTEXT.format(sentence=s, context=self.paragraphs[p])
+            for s, p in zip(self.sentences, self.sentence_paragraph)
+        ]
+
+    def __repr__(self) -> str:
+        return f"LanguageSplit({self.language!r}, questions={len(self.questions)}, candidates={len(self.sentences)})"
+
+
+class RetrievalBenchmark:
+    """Questions and candidate pools in several languages, aligned by question id (LAReQA protocol).
+
+    ``relevance`` and ``beir`` give the mono (X -> X), cross (X -> Y) and multilingual (X -> pool of all languages)
+    settings. Query ids (``"{lang}/{question_id}"``) and doc ids (``"{lang}/{sentence_index}"``) are unique across
+    languages.
+
+    Example::
+
+        >>> from sentence_transformers_hybrid import load_lareqa
+        >>> bench = load_lareqa("xquad-r", data_dir="../shared/data/lareqa", languages=["en", "de"])
+        >>> bench
+        RetrievalBenchmark('xquad-r', languages=['de', 'en'], groups=1190)
+        >>> corpus, queries, qrels = bench.beir("en")          # multilingual pool of en + de
+        >>> len(queries), len(corpus), len(qrels["en/56beb4343aeaaa14008c925b"])
+        (1190, 2456, 2)
+    """
+
+    def __init__(
+        self,
+        splits: dict[str, LanguageSplit] | Sequence[LanguageSplit],
+        name: str = "benchmark",
+        report: ValidationReport | None = None,
+    ) -> None:
+        if not isinstance(splits, dict):
+            splits = {s.language: s for s in splits}
+        if not splits:
+            raise DataValidationError(f"{name}: no language")
+        self.name = name
+        self.languages = sorted(splits)
+        self.splits = {lang: splits[lang] for lang in self.languages}
+        self.report = report if report is not None else ValidationReport()
+        self.group_ids = self._align_groups()
+
+    def _align_groups(self) -> list[str]:
+        """Assign group indices by question id and check that aligned questions agree (answer counts)."""
+        group_ids: list[str] = []
+        position: dict[str, int] = {}
+        counts: dict[str, tuple[str, int]] = {}
+        for lang in self.languages:
+            split = self.splits[lang]
+            groups = np.empty(len(split.question_ids), dtype=np.int64)
+            for i, qid in enumerate(split.question_ids):
+                if qid not in position:
+                    position[qid] = len(group_ids)
+                    group_ids.append(qid)
+                    counts[qid] = (lang, int(split.answer_counts[i]))
+                elif counts[qid][1] != int(split.answer_counts[i]):
+                    first_lang, n = counts[qid]
+                    raise DataValidationError(
+                        f"{self.name}: question id {qid!r} has {n} answer(s) in language {first_lang!r} "
+                        f"but {int(split.answer_counts[i])} in language {lang!r}"
+                        + (f" (file {split.file})" if split.file else "")
+                    )
+                groups[i] = position[qid]
+            split.question_groups = groups
+        return group_ids
+
+    def __repr__(self) -> str:
+        return f"RetrievalBenchmark({self.name!r}, languages={self.languages}, groups={len(self.group_ids)})"
+
+    def _pool_languages(self, corpus_languages: str | Sequence[str] | None) -> list[str]:
+        if corpus_languages is None:
+            return list(self.languages)
+        langs = [corpus_languages] if isinstance(corpus_languages, str) else list(corpus_languages)
+        self._check_languages(langs)
+        return langs
+
+    def _check_languages(self, langs: Sequence[str]) -> None:
+        unknown = [lang for lang in langs if lang not in self.splits]
+        if unknown:
+            raise ValueError(f"{self.name}: unknown language(s) {unknown}; it has {self.languages}")
+
+    def pool(self, corpus_languages: str | Sequence[str] | None = None) -> list[tuple[str, int]]:
+        """``(language, sentence index)`` of each column of the candidate pool, in pool order."""
+        return [(lang, i) for lang in self._pool_languages(corpus_languages) for i in range(len(self.splits[lang].sentences))]
+
+    def group_answer_columns(self, corpus_languages: str | Sequence[str] | None = None) -> np.ndarray:
+        """int64 ``[groups x pool languages]``: the pool column of each group's answer per language, -1 if absent."""
+        langs = self._pool_languages(corpus_languages)
+        table = np.full((len(self.group_ids), len(langs)), -1, dtype=np.int64)
+        offset = 0
+        for j, lang in enumerate(langs):
+            split = self.splits[lang]
+            table[split.question_groups, j] = offset + split.answer_sentence
+            offset += len(split.sentences)
+        return table
+
+    def relevance(
+        self, query_language: str, corpus_languages: str | Sequence[str] | None = None
+    ) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Relevance of the queries of ``query_language`` against a pool (None = all languages).
+
+        Returns ``(query_rows, rel)``: the indices (into ``splits[query_language].questions``) of the queries with at
+        least one relevant candidate in the pool, and a boolean CSR matrix ``[len(query_rows) x pool size]``.
+        """
+        self._check_languages([query_language])
+        langs = self._pool_languages(corpus_languages)
+        columns = self.group_answer_columns(langs)[self.splits[query_language].question_groups]
+        present = columns >= 0
+        query_rows = np.flatnonzero(present.any(axis=1))
+        columns, present = columns[query_rows], present[query_rows]
+        indptr = np.concatenate([[0], np.cumsum(present.sum(axis=1))])
+        indices = columns[present]  # row-major order
+        size = sum(len(self.splits[lang].sentences) for lang in langs)
+        rel = sp.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=(len(query_rows), size))
+        rel.sort_indices()
+        return query_rows, rel
+
+    def beir(
+        self, query_language: str, corpus_languages: str | Sequence[str] | None = None, with_context: bool = True
+    ) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+        """The setting as BEIR dicts ``(corpus, queries, qrels)``.
+
+        ``corpus[doc_id] = {"text": sentence, "title": "", "context": paragraph}`` (``context`` omitted with
+        ``with_context=False``), ``queries[qid] = question``, ``qrels[qid] = {doc_id: 1}``. Queries with no relevant
+        candidate in the pool are left out. ``corpus_languages=None`` is the multilingual pool of all languages.
+        """
+        langs = self._pool_languages(corpus_languages)
+        doc_ids: list[str] = []
+        corpus: dict[str, dict[str, str]] = {}
+        for lang in langs:
+            split = self.splits[lang]
+            for i, (sentence, p) in enumerate(zip(split.sentences, split.sentence_paragraph)):
+                doc_id = f"{lang}/{i}"
+                doc_ids.append(doc_id)
+                corpus[doc_id] = {"text": sentence, "title": ""}
+                if with_context:
+                    corpus[doc_id]["context"] = split.paragraphs[p]
+        query_rows, rel = self.relevance(query_language, langs)
+        split = self.splits[query_language]
+        queries, qrels = {}, {}
+        for r, row in enumerate(query_rows):
+            qid = f"{query_language}/{split.question_ids[row]}"
+            queries[qid] = split.questions[row]
+            qrels[qid] = {doc_ids[c]: 1 for c in rel.indices[rel.indptr[r] : rel.indptr[r + 1]]}
+        return corpus, queries, qrels
+
+    def to_parallel_corpus(
+        self, passage: Literal["sentence", "paragraph", "sentence_with_context"] = "sentence"
+    ) -> ParallelCorpus:
+        """The (question, answer passage) training view: one group per question id, one row per language.
+
+        ``passage`` chooses the positive: the answer sentence (default), its paragraph, or the sentence with its
+        paragraph as the evaluator encodes candidates (``CANDIDATE_WITH_CONTEXT``).
+        """
+        from .corpus import ParallelCorpus
+
+        if passage not in ("sentence", "paragraph", "sentence_with_context"):
+            raise ValueError(f"passage must be 'sentence', 'paragraph' or 'sentence_with_context', got {passage!r}")
+        records = []
+        for lang in self.languages:
+            split = self.splits[lang]
+            for qid, question, s in zip(split.question_ids, split.questions, split.answer_sentence):
+                par = split.paragraphs[split.sentence_paragraph[s]]
+                text = {
+                    "sentence": split.sentences[s],
+                    "paragraph": par,
+                    "sentence_with_context": CANDIDATE_WITH_CONTEXT.format(sentence=split.sentences[s], context=par),
+                }[passage]
+                records.append({"group": qid, "lang": lang, "query": question, "passage": text, "source": self.name})
+        return ParallelCorpus.from_records(records, name=self.name)
+
+    def select_languages(self, languages: Sequence[str]) -> RetrievalBenchmark:
+        """The same benchmark restricted to ``languages``."""
+        self._check_languages(list(languages))
+        return RetrievalBenchmark({lang: self.splits[lang] for lang in languages}, name=self.name, report=self.report)
+
+
+def build_split(
+    language: str,
+    paragraphs: Sequence[dict],
+    file: str,
+    validator: Validator,
+) -> LanguageSplit:
+    """Build a :class:`LanguageSplit` from SQuAD-layout paragraphs that carry ``sentences`` and ``sentence_breaks``.
+
+    Each paragraph: ``{"context", "sentences", "sentence_breaks": [[start, end), ...], "qas": [{"id", "question",
+    "answers": [{"text", "answer_start"}]}]}``. The answer sentence of a question is the one whose span holds its
+    first answer's ``answer_start`` (a start in the whitespace between two sentences belongs to the next one).
+    """
+    question_ids: list[str] = []
+    questions: list[str] = []
+    answer_sentence: list[int] = []
+    answer_counts: list[int] = []
+    answers: list[str] = []
+    sentences: list[str] = []
+    sentence_paragraph: list[int] = []
+    paragraph_texts: list[str] = []
+    seen: dict[str, int] = {}
+    for p_idx, par in enumerate(paragraphs):
+        context = par["context"]
+        sents = list(par["sentences"])
+        breaks = np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+        if len(sents) != len(breaks) or not sents:
+            raise DataValidationError(
+                f"file {file!r}, language {language!r}, paragraph {p_idx}: {len(sents)} sentences but "
+                f"{len(breaks)} sentence_breaks (expected the same, at least one)"
+            )
+        offset = len(sentences)
+        paragraph_texts.append(context)
+        sentences.extend(sents)
+        sentence_paragraph.extend([p_idx] * len(sents))
+        ends = breaks[:, 1]
+        for qa in par.get("qas", []):
+            qid = str(qa.get("id", ""))
+            where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+            question = qa.get("question")
+            if not qid:
+                validator.problem("question without an id", **where)
+                continue
+            if qid in seen:
+                validator.problem(f"duplicate question id (also question #{seen[qid]} of this file)", **where)
+                continue
+            if not isinstance(question, str) or not question.strip():
+                validator.problem("empty question", **where)
+                continue
+            ans = qa.get("answers") or []
+            if not ans:
+                validator.problem("question without an answer", **where)
+                continue
+            start = ans[0].get("answer_start")
+            if not isinstance(start, int) or not 0 <= start < len(context):
+                validator.problem(
+                    f"answer_start {start!r} outside the paragraph (length {len(context)}, paragraph {p_idx})", **where
+                )
+                continue
+            s = int(np.searchsorted(ends, start, side="right"))
+            if s >= len(sents):
+                validator.problem(f"answer_start {start} after the last sentence break {ends[-1]}", **where)
+                continue
+            seen[qid] = len(question_ids)
+            question_ids.append(qid)
+            questions.append(question)
+            answer_sentence.append(offset + s)
+            answer_counts.append(len(ans))
+            answers.append(str(ans[0].get("text", "")))
+    if not question_ids:
+        raise DataValidationError(f"file {file!r}, language {language!r}: no valid question")
+    return LanguageSplit(
+        language=language,
+        question_ids=question_ids,
+        questions=questions,
+        question_groups=np.zeros(len(question_ids), dtype=np.int64),
+        sentences=sentences,
+        paragraphs=paragraph_texts,
+        sentence_paragraph=np.asarray(sentence_paragraph, dtype=np.int64),
+        answer_sentence=np.asarray(answer_sentence, dtype=np.int64),
+        answer_counts=np.asarray(answer_counts, dtype=np.int64),
+        answers=answers,
+        file=file,
+    )
