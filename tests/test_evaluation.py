@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from sentence_transformers_hybrid import load_lareqa
+from sentence_transformers_hybrid.beir_interop import beir_evaluate, relevance_from_qrels, run_from_scores
+from sentence_transformers_hybrid.evaluation import BEIRRetrievalEvaluator, MultilingualRetrievalEvaluator
+from sentence_transformers_hybrid.metrics import LAREQA_METRICS
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+def tiny_model(texts: list[str], dim: int = 32, seed: int = 0) -> SentenceTransformer:
+    """A StaticEmbedding over a word-level tokenizer trained here: offline, encodes thousands of texts/s."""
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=5000, special_tokens=["[UNK]"]))
+    torch.manual_seed(seed)
+    return SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=dim)], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def xquad(data_dir):
+    return load_lareqa("xquad-r", data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def mlqa(data_dir):
+    return load_lareqa("mlqa-r", data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def model(xquad):
+    texts = [t for lang in ("de", "en") for t in xquad.splits[lang].questions + xquad.splits[lang].sentences]
+    return tiny_model(texts)
+
+
+def relevant_sets_from_json(data_dir, name: str, languages: list[str]) -> dict[str, dict[str, set[int]]]:
+    """{query language: {question id: pool columns of its answer sentences}}, straight from the JSON files."""
+    answer_column: dict[str, dict[str, int]] = {}  # language -> question id -> pool column
+    offset = 0
+    for lang in sorted(languages):
+        with open(os.path.join(data_dir, name, f"{lang}.json"), encoding="utf-8") as f:
+            data = json.load(f)["data"]
+        answer_column[lang] = {}
+        n_sentences = 0
+        for article in data:
+            for par in article["paragraphs"]:
+                for qa in par["qas"]:
+                    start = qa["answers"][0]["answer_start"]
+                    # the sentence whose span holds the answer start (whitespace belongs to the next sentence)
+                    s = next(i for i, (_, end) in enumerate(par["sentence_breaks"]) if start < end)
+                    answer_column[lang][qa["id"]] = offset + n_sentences + s
+                n_sentences += len(par["sentences"])
+        offset += n_sentences
+    return {
+        x: {qid: {answer_column[y][qid] for y in languages if qid in answer_column[y]} for qid in answer_column[x]}
+        for x in languages
+    }
+
+
+# ------------------------------------------------------------------------------- relevant sets
+
+
+@pytest.mark.parametrize("name, sizes", [("xquad-r", {11}), ("mlqa-r", {2, 3, 4})])
+def test_multi_setting_relevant_sets_match_the_json(data_dir, xquad, mlqa, name, sizes):
+    bench = xquad if name == "xquad-r" else mlqa
+    evaluator = MultilingualRetrievalEvaluator(bench, settings=["multi"])
+    expected = relevant_sets_from_json(data_dir, name, bench.languages)
+    seen_sizes = set()
+    for x in bench.languages:
+        rows, rel = evaluator.relevance(x, None)
+        qids = [bench.splits[x].question_ids[r] for r in rows]
+        assert sorted(qids) == sorted(expected[x])  # every question has its own answer in the pool
+        got = {qid: set(rel.indices[rel.indptr[i] : rel.indptr[i + 1]].tolist()) for i, qid in enumerate(qids)}
+        assert got == expected[x], x
+        seen_sizes |= {len(v) for v in got.values()}
+    assert seen_sizes == sizes
+
+
+# --------------------------------------------------------------------------- evaluator on real data
+
+
+def test_evaluator_on_two_xquad_languages(xquad, model, tmp_path):
+    evaluator = MultilingualRetrievalEvaluator(xquad, languages=["en", "de"], batch_size=256)
+    metrics = evaluator(model, output_path=str(tmp_path))
+    expected_keys = {f"xquad-r_{s}_{m}" for s in ("mono", "cross", "multi") for m in LAREQA_METRICS}
+    assert set(metrics) == expected_keys
+    assert evaluator.primary_metric == "xquad-r_multi_map@20"
+    for key, value in metrics.items():
+        assert np.isfinite(value), key
+        if not key.endswith("rank_distance"):
+            assert 0.0 <= value <= 1.0, key
+    # one relevant candidate per mono/cross query: no spread; two (en + de) in the multi pool
+    assert metrics["xquad-r_mono_rank_distance"] == 0.0
+    assert metrics["xquad-r_multi_rank_distance"] > 0.0
+    # a bag of random word vectors still retrieves by word overlap: far above chance (1/1200) in mono
+    assert metrics["xquad-r_mono_mrr@10"] > 0.05
+
+    rows = evaluator.results
+    assert [(r["setting"], r["query_language"], r["corpus_language"]) for r in rows] == [
+        ("multi", "de", "all"), ("mono", "de", "de"), ("cross", "de", "en"),
+        ("multi", "en", "all"), ("cross", "en", "de"), ("mono", "en", "en"),
+    ]  # fmt: skip
+    assert all(r["queries"] == 1190 for r in rows)
+    mono = [r for r in rows if r["setting"] == "mono"]
+    assert metrics["xquad-r_mono_map@20"] == pytest.approx(np.mean([r["map@20"] for r in mono]))
+    langs, mat = evaluator.pair_matrix("map@20")
+    assert langs == ["de", "en"] and mat[1, 0] == rows[4]["map@20"]
+
+    with open(tmp_path / evaluator.csv_file, encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6 and float(table[0]["map@20"]) == pytest.approx(rows[0]["map@20"])
+    with open(tmp_path / evaluator.json_file, encoding="utf-8") as f:
+        summary = json.load(f)
+    assert summary[-1]["metrics"]["multi_map@20"] == pytest.approx(metrics["xquad-r_multi_map@20"])
+    assert summary[-1]["candidate_text"] == "{sentence}\n{context}"
+
+
+def test_pair_metrics_equal_beir_on_the_exported_setting(xquad, model):
+    """The en -> de pair and the en -> pool setting, recomputed with BEIR dicts + pytrec_eval."""
+    evaluator = MultilingualRetrievalEvaluator(
+        xquad, languages=["de", "en"], settings=["cross", "multi"], candidate_context=False, batch_size=256
+    )
+    evaluator(model)
+    for corpus_languages, row in ((["de"], evaluator.results[3]), (["de", "en"], evaluator.results[2])):
+        assert row["query_language"] == "en"
+        corpus, queries, qrels = xquad.beir("en", corpus_languages, with_context=False)
+        doc_ids = list(corpus)
+        q = model.encode(list(queries.values()), convert_to_tensor=True, batch_size=256)
+        c = model.encode([d["text"] for d in corpus.values()], convert_to_tensor=True, batch_size=256)
+        scores = model.similarity(q, c).numpy()
+        run = run_from_scores(scores, list(queries), doc_ids, top_k=100)
+        beir = beir_evaluate(qrels, run, k_values=[1, 10, 100])
+        for ours, theirs in (("ndcg@10", "ndcg@10"), ("recall@1", "recall@1"), ("recall@10", "recall@10"),
+                             ("mrr@10", "mrr@10")):  # fmt: skip
+            assert row[ours] == pytest.approx(beir[theirs], abs=6e-6), (corpus_languages, ours)
+
+
+def test_sentence_only_candidates(xquad):
+    ev_ctx = MultilingualRetrievalEvaluator(xquad, languages=["en", "de"])
+    ev_sent = MultilingualRetrievalEvaluator(xquad, languages=["en", "de"], candidate_context=False)
+    split = xquad.splits["en"]
+    i = int(split.answer_sentence[0])
+    assert ev_sent.candidate_texts("en")[i] == split.sentences[i]
+    assert ev_ctx.candidate_texts("en")[i] == split.sentences[i] + "\n" + split.paragraphs[split.sentence_paragraph[i]]
+
+
+def test_evaluator_on_two_mlqa_languages(mlqa, model):
+    evaluator = MultilingualRetrievalEvaluator(mlqa, languages=["de", "en"], name="mlqa", candidate_context=False, batch_size=256)
+    metrics = evaluator(model)
+    assert metrics["mlqa_multi_map@20"] == pytest.approx(
+        np.mean([r["map@20"] for r in evaluator.results if r["setting"] == "multi"])
+    )
+    by_pair = {(r["query_language"], r["corpus_language"]): r for r in evaluator.results}
+    de, en = mlqa.splits["de"], mlqa.splits["en"]
+    shared = len(set(de.question_ids) & set(en.question_ids))
+    assert by_pair["de", "en"]["queries"] == shared  # only questions that exist in English have an answer there
+    assert by_pair["en", "de"]["queries"] == shared
+    assert by_pair["en", "all"]["queries"] == len(en.questions)
+
+
+def test_precomputed_embeddings_and_prompts(xquad, model):
+    evaluator = MultilingualRetrievalEvaluator(
+        xquad, languages=["de", "en"], settings=["mono"], query_prompt="q: ", candidate_context=False, batch_size=256
+    )
+    q, c = evaluator.encode(model)
+    assert torch.allclose(q["en"][0], model.encode("q: " + xquad.splits["en"].questions[0], convert_to_tensor=True))
+    with pytest.raises(ValueError, match="questions embeddings of language 'de' have shape"):
+        evaluator.compute_metrics_from_embeddings({"de": q["de"][:5], "en": q["en"]}, c)
+    assert set(evaluator.compute_metrics_from_embeddings(q, c)) == {f"mono_{m}" for m in LAREQA_METRICS}
+
+
+def test_bad_arguments_raise(xquad):
+    with pytest.raises(ValueError, match="settings"):
+        MultilingualRetrievalEvaluator(xquad, settings=["bilingual"])
+    with pytest.raises(ValueError, match="xx"):
+        MultilingualRetrievalEvaluator(xquad, languages=["en", "xx"])
+
+
+# ---------------------------------------------------------------------------------------- trainer
+
+
+def test_evaluator_metrics_show_up_in_the_trainer_logs(xquad, model, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    en = xquad.splits["en"]
+    train = Dataset.from_dict(
+        {"anchor": en.questions[:32], "positive": [en.sentences[i] for i in en.answer_sentence[:32]]}
+    )
+    evaluator = MultilingualRetrievalEvaluator(
+        xquad, languages=["de", "en"], show_progress_bar=False, candidate_context=False, batch_size=256
+    )
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=16, eval_strategy="steps",
+        eval_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+    )  # fmt: skip
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=train, loss=MultipleNegativesRankingLoss(model), evaluator=evaluator
+    )
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_xquad-r_multi_map@20" in h]
+    assert [h["step"] for h in evals] == [1, 2]
+    assert all(f"eval_xquad-r_{s}_rank_distance" in h for h in evals for s in ("mono", "cross", "multi"))
+
+
+# --------------------------------------------------------------------------------------------- BEIR
+
+
+def test_beir_evaluator_matches_pytrec_eval():
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = np.random.default_rng(0)
+    corpus = {f"d{i}": {"title": "", "text": f"doc {i}"} for i in range(300)}
+    queries = {f"q{i}": f"query {i}" for i in range(40)}
+    qrels = {q: {f"d{j}": 1 for j in rng.choice(300, size=rng.integers(1, 6), replace=False)} for q in queries}
+    qrels["q0"]["d299"] = 0  # judged non-relevant: ignored
+    q_emb, c_emb = rng.standard_normal((40, 16)), rng.standard_normal((300, 16))
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="toy", query_chunk_size=7)
+    ours = evaluator.compute_metrics_from_embeddings(torch.from_numpy(q_emb), torch.from_numpy(c_emb))
+    cos = (q_emb / np.linalg.norm(q_emb, axis=1, keepdims=True)) @ (
+        c_emb / np.linalg.norm(c_emb, axis=1, keepdims=True)
+    ).T
+    run = {q: {d: float(cos[i, j]) for j, d in enumerate(corpus)} for i, q in enumerate(queries)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([t["ndcg_cut_10"] for t in trec.values()]), abs=1e-6)
+    assert ours["recall@100"] == pytest.approx(np.mean([t["recall_100"] for t in trec.values()]), abs=1e-6)
+    assert evaluator.primary_metric == "ndcg@10"
+
+
+def test_beir_evaluator_runs_a_model_and_names_results(model):
+    corpus = {"a": {"title": "Faust", "text": "written by Goethe"}, "b": "the panda is a bear", "c": "rain"}
+    evaluator = BEIRRetrievalEvaluator(corpus, {"q": "who wrote Faust"}, {"q": {"a": 1}}, name="toy")
+    assert evaluator.corpus[0] == "Faust written by Goethe"
+    metrics = evaluator(model)
+    assert set(metrics) == {"toy_ndcg@10", "toy_recall@100"} and metrics["toy_recall@100"] == 1.0
+    assert evaluator.primary_metric == "toy_ndcg@10"
+
+
+def test_qrels_for_unknown_documents_raise():
+    with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
+        relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])
