@@ -710,6 +710,13 @@ def _check_mode_alpha(mode: str, alpha: AlphaLike) -> None:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if callable(alpha):
+        for p in (0.0, 0.25, 0.5, 0.75, 1.0):
+            try:
+                a = float(alpha(p))
+            except Exception as exc:
+                raise ValueError(f"alpha schedule failed at progress {p}: {exc!r}") from exc
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha schedule returned {a} at progress {p}; expected a value in [0, 1]")
         return
     try:
         a = float(alpha)
