@@ -74,6 +74,20 @@ class PairLayout:
         self.cell_row = row_index[gi, li].astype(np.int64)
         self.pair_offset = np.concatenate([[0], np.cumsum(self.n_lang * self.n_lang)]).astype(np.int64)
         self.num_pairs = int(self.pair_offset[-1])
+        # language set of each group (its row of the mask), as an id into set_masks
+        if self.num_languages <= 62:
+            keys = np.zeros(self.num_groups, dtype=np.int64)
+            for lang in range(self.num_languages):  # a loop over languages, not rows
+                keys |= mask[:, lang].astype(np.int64) << lang
+            uniq, set_id = np.unique(keys, return_inverse=True)
+            self.set_masks = ((uniq[:, None] >> np.arange(self.num_languages)) & 1).astype(bool)
+        else:
+            uniq, set_id = np.unique(np.packbits(mask, axis=1), axis=0, return_inverse=True)
+            self.set_masks = np.unpackbits(uniq, axis=1, count=self.num_languages).astype(bool)
+        self.set_id = set_id.reshape(-1).astype(np.int64)
+        # rank of each present language among its group's languages (-1 where absent)
+        rank_dtype = np.int8 if self.num_languages < 128 else np.int32
+        self.lang_rank = np.where(mask, np.cumsum(mask, axis=1, dtype=rank_dtype) - 1, -1).astype(rank_dtype)
         # two coprime moduli whose product covers every pair id (see _pair_table)
         self.mod_a = max(2, math.isqrt(self.num_pairs - 1) + 1)
         self.mod_b = self.mod_a + 1
@@ -112,7 +126,8 @@ class PairLayout:
 
     def nbytes(self) -> int:
         """Bytes held by the index arrays (the corpus's own ``row_index`` excluded)."""
-        arrays = (self.mask, self.n_lang, self.cell_start, self.cell_lang, self.cell_row, self.pair_offset)
+        arrays = (self.mask, self.n_lang, self.cell_start, self.cell_lang, self.cell_row, self.pair_offset,
+                  self.set_id, self.set_masks, self.lang_rank)
         return int(sum(a.nbytes for a in arrays))
 
 
@@ -131,11 +146,13 @@ def pair_layout(corpus: ParallelCorpus) -> PairLayout:
 class PairResolver:
     """The ``with_transform`` of :func:`training_dataset`: pair-id columns -> ``{"query", "passage"}`` texts.
 
-    Picklable (DataLoader workers receive the corpus's Arrow arrays).
+    Holds the layout and the corpus's two Arrow text arrays only (not the corpus object), so it pickles quickly
+    for DataLoader workers.
     """
 
     def __init__(self, corpus: ParallelCorpus, layout: PairLayout) -> None:
-        self.corpus = corpus
+        self.queries = corpus._queries
+        self.passages = corpus._passages
         self.layout = layout
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -143,7 +160,10 @@ class PairResolver:
         b = np.asarray(batch[PAIR_COLUMNS[1]], dtype=np.int64)
         pair_ids = a + self.layout.mod_a * ((a - b) % self.layout.mod_b)
         q_rows, p_rows = self.layout.rows(pair_ids)
-        return {"query": self.corpus.query_texts(q_rows), "passage": self.corpus.passage_texts(p_rows)}
+        return {
+            "query": self.queries.take(pa.array(q_rows)).to_pylist(),
+            "passage": self.passages.take(pa.array(p_rows)).to_pylist(),
+        }
 
     def __repr__(self) -> str:  # used by datasets' fingerprinting and the model card: keep it short
         return f"PairResolver(pairs={self.layout.num_pairs}, signature={self.layout.signature})"
@@ -189,9 +209,15 @@ def training_dataset(corpus: ParallelCorpus) -> Dataset:
             PAIR_COLUMNS[1]: _repeating(layout.mod_b, layout.num_pairs),
         }
     )
-    # an explicit fingerprint: hashing the table (or the resolver's corpus) would cost seconds on large corpora
+    # explicit fingerprints: datasets would otherwise hash the table and the resolver's texts (seconds at 2M rows)
     dataset = Dataset(InMemoryTable(table), fingerprint=f"hybrid-pairs-{layout.signature}")
-    return dataset.with_transform(PairResolver(corpus, layout))
+    resolver = PairResolver(corpus, layout)
+    set_format = getattr(Dataset.set_format, "__wrapped__", None)
+    if set_format is None:  # pragma: no cover - a datasets version without the fingerprint decorator
+        return dataset.with_transform(resolver)
+    set_format(dataset, "custom", columns=None, output_all_columns=False, transform=resolver)
+    dataset._fingerprint = f"hybrid-pairs-{layout.signature}-resolved"
+    return dataset
 
 
 def _dataset_resolver(dataset: Any) -> PairResolver | None:
@@ -238,6 +264,12 @@ class EpochPlan:
 
     def batch(self, i: int) -> np.ndarray:
         return self.pairs[self.bounds[i] : self.bounds[i + 1]]
+
+
+def _small(a: np.ndarray) -> np.ndarray:
+    """``a`` as the smallest unsigned dtype that holds it (numpy radix-sorts 8/16-bit ints when kind="stable")."""
+    top = int(a.max()) if a.size else 0
+    return a.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int64, copy=False)
 
 
 def _rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -362,7 +394,7 @@ class HybridBatchSampler(DefaultBatchSampler):
                 "train_dataset=corpus.to_dataset() for the same corpus given to HybridBatchSampler.configure()."
             )
         layout = resolver.layout
-        if corpus is not None and corpus is not resolver.corpus:
+        if corpus is not None:
             mine = pair_layout(corpus)
             if mine.signature != layout.signature:
                 raise ValueError(
@@ -522,23 +554,26 @@ class HybridBatchSampler(DefaultBatchSampler):
                 continue
             groups = np.flatnonzero(self.usable & (lay.group_source == s))
             groups = groups[rng.permutation(len(groups))]
-            gmask = lay.mask[groups]
+            sid = lay.set_id[groups]
+            set_present = np.flatnonzero(np.bincount(sid, minlength=len(lay.set_masks)))
+            remap = np.zeros(len(lay.set_masks), dtype=np.int64)
+            remap[set_present] = np.arange(len(set_present))
+            tid = remap[sid]
+            tmask = lay.set_masks[set_present]
+            supply = np.bincount(tid, minlength=len(set_present))
+            lang_counts = tmask.T.astype(np.int64) @ supply
             mono_b = sel[btype[sel] < 0]
             if len(mono_b):
-                btype[mono_b] = self._mono_languages(s, gmask, cap[mono_b], rng)
+                btype[mono_b] = self._mono_languages(lang_counts, cap[mono_b], rng)
             # categories: mono language l (0..L-1), cross, mixed, unused (drop_last remainder)
             C = L + 3
             demand = np.bincount(btype[sel], weights=cap[sel], minlength=C).astype(np.int64)
             demand[L + 2] = len(groups) - demand.sum()
-            keys, tid = np.unique(np.packbits(gmask, axis=1), axis=0, return_inverse=True)
-            tid = tid.reshape(-1)
-            tmask = np.unpackbits(keys, axis=1, count=L).astype(bool)
-            compat = np.zeros((len(keys), C), dtype=bool)
+            compat = np.zeros((len(set_present), C), dtype=bool)
             compat[:, :L] = tmask
             compat[:, CROSS] = tmask.sum(axis=1) >= 2
             compat[:, MIXED] = True
             compat[:, L + 2] = True
-            supply = np.bincount(tid, minlength=len(keys))
             flow = _max_flow(supply, compat, demand)
             for _ in range(4 * L + 4):
                 missing = demand - flow.sum(axis=0)
@@ -550,16 +585,18 @@ class HybridBatchSampler(DefaultBatchSampler):
                 short_l = [lay.languages[c] if c < L else ("cross", "mixed", "unused")[c - L] for c in np.flatnonzero(missing)]
                 raise ValueError(
                     f"source {lay.sources[s]!r}: cannot fill the batches of {short_l} with distinct groups "
-                    f"({len(groups)} groups, language counts {dict(zip(lay.languages, gmask.sum(0).tolist()))})"
+                    f"({len(groups)} groups, language counts {dict(zip(lay.languages, lang_counts.tolist()))})"
                 )
             # groups ordered by type, each type split over categories by the flow, then shuffled inside a category
-            by_type = np.argsort(tid, kind="stable")
-            cat_sorted = np.repeat(np.tile(np.arange(C), len(keys)), flow.ravel())
-            cat = np.empty(len(groups), dtype=np.int64)
-            cat[by_type] = cat_sorted
-            shuffled = rng.permutation(len(groups))
-            by_cat = shuffled[np.argsort(cat[shuffled], kind="stable")]
-            g_sorted = groups[by_cat]
+            if len(set_present) == 1:  # one language set (e.g. fully parallel): already random, split in order
+                g_sorted = groups
+            else:
+                by_type = np.argsort(_small(tid), kind="stable")  # radix sort on small ints
+                cat_sorted = np.repeat(np.tile(np.arange(C), len(set_present)), flow.ravel())
+                cat = np.empty(len(groups), dtype=np.int64)
+                cat[by_type] = cat_sorted
+                shuffled = rng.permutation(len(groups))
+                g_sorted = groups[shuffled[np.argsort(_small(cat[shuffled]), kind="stable")]]
             # batches of this source sorted by (category, position) take consecutive runs of g_sorted
             border = sel[np.lexsort((sel, btype[sel]))]
             run_start = np.concatenate([[0], np.cumsum(cap[border])[:-1]])
@@ -585,22 +622,24 @@ class HybridBatchSampler(DefaultBatchSampler):
             for t, gx in topups:
                 cap[t] += len(gx)
         # 4. languages per example -> pair ids
+        # pair id = pair_offset[g] + x * n + y, x/y the ranks of the query/passage language among g's n languages
         slot_type = np.repeat(btype, cap)
         g = group_of_slot
         n = lay.n_lang[g]
-        u, v = rng.random(len(g)), rng.random(len(g))
-        x = np.minimum((u * n).astype(np.int64), n - 1)
-        y = x.copy()
-        cross = slot_type == CROSS
-        yc = np.minimum((v[cross] * (n[cross] - 1)).astype(np.int64), n[cross] - 2)
-        y[cross] = yc + (yc >= x[cross])
+        pairs = lay.pair_offset[g]
         mono = slot_type < L
-        if mono.any():
-            gm, lm = g[mono], slot_type[mono]
-            rank = (lay.mask[gm] & (np.arange(L)[None, :] < lm[:, None])).sum(axis=1)
-            x[mono] = rank
-            y[mono] = rank
-        pairs = lay.pair_ids(g, x, y)
+        if mono.any():  # x = y = rank of the batch language
+            pairs[mono] += lay.lang_rank[g[mono], slot_type[mono]] * (n[mono] + 1)
+        cross = slot_type == CROSS
+        if cross.any():  # one uniform ordered pair x != y: k < n (n - 1), x = k // (n - 1), y skips x
+            nc = n[cross]
+            k = np.minimum((rng.random(len(nc)) * (nc * (nc - 1))).astype(np.int64), nc * (nc - 1) - 1)
+            x, yc = np.divmod(k, nc - 1)
+            pairs[cross] += x * nc + yc + (yc >= x)
+        mixed = slot_type == MIXED
+        if mixed.any():  # x = y uniform among the group's languages
+            nm = n[mixed]
+            pairs[mixed] += np.minimum((rng.random(len(nm)) * nm).astype(np.int64), nm - 1) * (nm + 1)
         # 5. split each global batch into its W rank batches
         if W == 1:
             bounds = np.concatenate([[0], np.cumsum(cap)])
@@ -619,9 +658,8 @@ class HybridBatchSampler(DefaultBatchSampler):
             topped_up=int(sum(len(gx) for _, gx in topups)),
         )
 
-    def _mono_languages(self, s: int, gmask: np.ndarray, caps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _mono_languages(self, counts: np.ndarray, caps: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Stratified mono languages: each of the source's languages gets floor/ceil of an equal share, shuffled."""
-        counts = gmask.sum(axis=0)
         langs = np.flatnonzero(counts >= min(self.global_batch_size, int(caps.max())))
         if len(langs) == 0:
             langs = np.flatnonzero(counts > 0)
