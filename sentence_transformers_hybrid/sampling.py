@@ -68,10 +68,10 @@ class PairLayout:
         if (self.n_lang == 0).any():
             g = int(np.flatnonzero(self.n_lang == 0)[0])
             raise ValueError(f"group {corpus.groups[g]!r} has no language in row_index")
-        gi, li = np.nonzero(mask)  # row-major: cells sorted by (group, language)
+        li = np.flatnonzero(mask) % self.num_languages  # row-major: cells sorted by (group, language)
         self.cell_start = np.concatenate([[0], np.cumsum(self.n_lang)]).astype(np.int64)
         self.cell_lang = li.astype(np.int16 if self.num_languages < 2**15 else np.int64)
-        self.cell_row = row_index[gi, li].astype(np.int64)
+        self.row_index = row_index  # the corpus's own array, shared (not copied)
         self.pair_offset = np.concatenate([[0], np.cumsum(self.n_lang * self.n_lang)]).astype(np.int64)
         self.num_pairs = int(self.pair_offset[-1])
         # language set of each group (its row of the mask), as an id into set_masks
@@ -84,7 +84,7 @@ class PairLayout:
         else:
             uniq, set_id = np.unique(np.packbits(mask, axis=1), axis=0, return_inverse=True)
             self.set_masks = np.unpackbits(uniq, axis=1, count=self.num_languages).astype(bool)
-        self.set_id = set_id.reshape(-1).astype(np.int64)
+        self.set_id = set_id.reshape(-1).astype(np.int32)
         # rank of each present language among its group's languages (-1 where absent)
         rank_dtype = np.int8 if self.num_languages < 128 else np.int32
         self.lang_rank = np.where(mask, np.cumsum(mask, axis=1, dtype=rank_dtype) - 1, -1).astype(rank_dtype)
@@ -122,11 +122,12 @@ class PairLayout:
         n = self.n_lang[g]
         q = p - self.pair_offset[g]
         start = self.cell_start[g]
-        return self.cell_row[start + q // n], self.cell_row[start + q % n]
+        qlang, plang = self.cell_lang[start + q // n], self.cell_lang[start + q % n]
+        return self.row_index[g, qlang], self.row_index[g, plang]
 
     def nbytes(self) -> int:
         """Bytes held by the index arrays (the corpus's own ``row_index`` excluded)."""
-        arrays = (self.mask, self.n_lang, self.cell_start, self.cell_lang, self.cell_row, self.pair_offset,
+        arrays = (self.mask, self.n_lang, self.cell_start, self.cell_lang, self.pair_offset,
                   self.set_id, self.set_masks, self.lang_rank)
         return int(sum(a.nbytes for a in arrays))
 
