@@ -386,6 +386,11 @@ class HybridBatchSampler(DefaultBatchSampler):
             seed=seed,
         )
         _check_mode_alpha(mode, alpha)
+        if corpus is None and _calling_trainer() is not None:
+            raise ValueError(
+                "batch_sampler=HybridBatchSampler (the class) gives the sampler neither its options nor a place to "
+                "record them; pass batch_sampler=HybridBatchSampler.configure(corpus, alpha=..., mode=...)"
+            )
         resolver = _dataset_resolver(dataset)
         if resolver is None:
             cols = getattr(dataset, "column_names", None)

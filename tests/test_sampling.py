@@ -460,7 +460,8 @@ def test_stock_trainer_resumes_mid_epoch_with_the_same_batches(tmp_path):
     assert resumed[0] == full[7] and resumed[0] != full[2]  # epoch 1's batch 3, not epoch 0's
 
 
-def test_trainer_rejects_an_instance(tmp_path):
+@pytest.mark.parametrize("what", ["instance", "class"])
+def test_trainer_rejects_an_instance_or_the_bare_class(tmp_path, what):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
@@ -469,8 +470,9 @@ def test_trainer_rejects_an_instance(tmp_path):
     model = _tiny_model(["q|g0|en"])
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, report_to="none", use_cpu=True,
-        batch_sampler=HybridBatchSampler.configure(corpus)(ds, batch_size=4, drop_last=False),
+        batch_sampler=HybridBatchSampler.configure(corpus)(ds, batch_size=4, drop_last=False)
+        if what == "instance" else HybridBatchSampler,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds, loss=MultipleNegativesRankingLoss(model))
-    with pytest.raises(TypeError, match="configure"):
+    with pytest.raises(TypeError if what == "instance" else ValueError, match="configure"):
         trainer.train()
