@@ -20,11 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
 
 PAPER_TEMPERATURE = 0.05
+PAPER_SCALE = 1.0 / PAPER_TEMPERATURE
 
 
 def hybrid_loss(
     model: SentenceTransformer,
-    temperature: float = PAPER_TEMPERATURE,
+    scale: float = PAPER_SCALE,
+    *,
+    temperature: float | None = None,
     symmetric: bool = False,
     cached: bool = False,
     mini_batch_size: int = 32,
@@ -34,7 +37,8 @@ def hybrid_loss(
 
     Args:
         model: the model being trained.
-        temperature: softmax temperature; ``scale = 1 / temperature`` (paper: 0.05, i.e. ``scale=20``).
+        scale: inverse softmax temperature, as sentence-transformers names it (paper: 20, i.e. temperature 0.05).
+        temperature: alternatively the temperature itself; ``scale = 1 / temperature``. Give one of the two.
         symmetric: also rank queries for each passage (``directions=("query_to_doc", "doc_to_query")``, one softmax
             per direction, averaged), as in ``MultipleNegativesSymmetricRankingLoss``.
         cached: use ``CachedMultipleNegativesRankingLoss`` (GradCache): the same loss value and gradients, with memory
@@ -59,12 +63,18 @@ def hybrid_loss(
         >>> loss.scale, loss.similarity_fct.__name__, loss.directions
         (20.0, 'cos_sim', ('query_to_doc',))
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if temperature is not None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if scale != PAPER_SCALE and abs(scale * temperature - 1.0) > 1e-9:
+            raise ValueError(f"scale={scale} and temperature={temperature} disagree (scale = 1 / temperature)")
+        scale = 1.0 / temperature
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
     if cached and mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
     kwargs = dict(
-        scale=1.0 / temperature,
+        scale=float(scale),
         similarity_fct=cos_sim,
         gather_across_devices=gather_across_devices,
         directions=("query_to_doc", "doc_to_query") if symmetric else ("query_to_doc",),
@@ -75,4 +85,4 @@ def hybrid_loss(
     return MultipleNegativesRankingLoss(model, **kwargs)
 
 
-__all__ = ["PAPER_TEMPERATURE", "hybrid_loss"]
+__all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "hybrid_loss"]

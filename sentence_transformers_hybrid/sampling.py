@@ -408,10 +408,11 @@ class HybridBatchSampler(DefaultBatchSampler):
                     f"HybridBatchSampler.configure(): {layout.num_groups} groups x {layout.languages} "
                     f"(sources {layout.sources}) vs {mine.num_groups} groups x {mine.languages} (sources {mine.sources})"
                 )
-        if len(dataset) != layout.num_pairs:
+        if len(dataset) != layout.num_pairs or getattr(dataset, "_indices", None) is not None:
             raise ValueError(
-                f"train_dataset has {len(dataset)} rows but corpus.to_dataset() made {layout.num_pairs}: it was "
-                "filtered, selected or shuffled; pass corpus.to_dataset() unchanged (the sampler does the selection)"
+                f"train_dataset ({len(dataset)} rows) is not corpus.to_dataset() as made ({layout.num_pairs} rows, no "
+                "indices mapping): it was filtered, selected or shuffled; pass corpus.to_dataset() unchanged (the "
+                "sampler does the selection and the shuffling)"
             )
         if num_processes is None:
             num_processes = _world_size()
@@ -441,12 +442,6 @@ class HybridBatchSampler(DefaultBatchSampler):
                     f"one language ({lay.languages}); use mode='mono' or 'mixed', or add translations"
                 )
             usable = multi
-            skipped = int((~multi).sum())
-            if skipped:
-                logger.warning(
-                    f"mode={self.mode!r}: {skipped} group(s) exist in one language only and are left out "
-                    "(a single-language group cannot form a cross-lingual pair)"
-                )
         else:
             usable = np.ones(lay.num_groups, dtype=bool)
         self.usable = usable
@@ -824,6 +819,12 @@ class HybridBatchSamplerFactory:
             raise ValueError(
                 f"mode={mode!r} needs groups in at least two languages, but every group of the corpus has one "
                 f"language ({layout.languages}); use mode='mono' or 'mixed', or add translations"
+            )
+        skipped = int((layout.n_lang < 2).sum())
+        if mode in ("cross", "hybrid") and skipped:
+            logger.warning(
+                f"mode={mode!r}: {skipped} group(s) exist in one language only and are left out of every epoch "
+                "(a single-language group cannot form a cross-lingual pair)"
             )
         if num_processes is not None and int(num_processes) < 1:
             raise ValueError(f"num_processes must be >= 1, got {num_processes}")

@@ -331,6 +331,8 @@ def test_wrong_dataset_is_rejected():
         factory(make_corpus(21, ["de", "en"]).to_dataset(), batch_size=4, drop_last=False)
     with pytest.raises(ValueError, match="filtered, selected or shuffled"):
         factory(corpus.to_dataset().select(range(10)), batch_size=4, drop_last=False)
+    with pytest.raises(ValueError, match="filtered, selected or shuffled"):
+        factory(corpus.to_dataset().shuffle(seed=0), batch_size=4, drop_last=False)
 
 
 def test_instance_instead_of_factory_raises():
@@ -375,8 +377,11 @@ def test_hybrid_loss_is_the_paper_configuration():
     sym = hybrid_loss(model, symmetric=True, temperature=0.1, gather_across_devices=True)
     assert sym.directions == ("query_to_doc", "doc_to_query") and sym.partition_mode == "per_direction"
     assert sym.scale == pytest.approx(10.0) and sym.gather_across_devices
+    assert hybrid_loss(model, scale=30.0).scale == pytest.approx(30.0)
     with pytest.raises(ValueError, match="temperature"):
         hybrid_loss(model, temperature=0)
+    with pytest.raises(ValueError, match="disagree"):
+        hybrid_loss(model, scale=30.0, temperature=0.05)
 
 
 def test_hybrid_loss_cached_path_builds_cached_mnrl(monkeypatch):
