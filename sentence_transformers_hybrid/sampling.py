@@ -946,6 +946,8 @@ class SamplerConfigCallback(TrainerCallback):
         card.all_hyperparameters = {**(card.all_hyperparameters or {}), "batch_sampler": text}
         card.non_default_hyperparameters = {**(card.non_default_hyperparameters or {}), "batch_sampler": text}
         card.add_tags(["hybrid-batch-sampling", f"sampler-mode:{config['mode']}"])
+        if getattr(card, "ir_model", None) is None:  # the dataset's columns are pair ids, so the card cannot tell
+            card.ir_model = True
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._apply(args, state, model)
