@@ -25,12 +25,12 @@ high nibble); a weight is ``(q - 8) * d``.
 
 Tokenizer normalisation. The C engine maps text code point by code point through the table above
 (NFKC of single characters, control characters dropped, whitespace to a space), collapses runs of
-spaces and runs a Unigram Viterbi over the whole string. XLM-R's own tokenizer (SentencePiece
-``nmt_nfkc``, which multilingual-e5-small was trained with) additionally *composes* a base letter
-with following combining marks (``"e" + U+0301`` -> ``"é"``). The converter follows XLM-R by
-default (``normalization="sentencepiece"``): the table plus the composition rules, rebuilt from
-Python's :mod:`unicodedata`. ``normalization="engine"`` reproduces the C engine's table alone. On
-NFC-normalised text (almost all real text) both are identical; they differ on decomposed accents.
+spaces and runs a Unigram Viterbi over the whole string. It cannot compose a base letter with a
+following combining mark, which XLM-R's SentencePiece NFKC (the tokenizer multilingual-e5-small
+was trained with) does. The converter's default, ``normalization="sentencepiece"``, composes first
+(Unicode NFC), then applies the engine's table: on NFC text (99.2 % of LAReQA's texts) it equals
+the engine exactly, and on decomposed text it tokenizes like the engine does on the composed text.
+``normalization="engine"`` drops the NFC step and reproduces the engine on every input.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import shutil
 import struct
 import tempfile
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -329,30 +328,6 @@ def _align(n: int, a: int = 32) -> int:
 
 
 # --------------------------------------------------------------------------- tokenizer
-def _normalization_rules(table: dict[int, str], mode: Normalization) -> dict[str, str]:
-    """String -> replacement rules for the Precompiled normaliser.
-
-    ``engine``: the weight file's single-code-point table. ``sentencepiece``: that table plus
-    SentencePiece's NFKC composition rules (every multi-character NFKD decomposition maps to its
-    NFC composition, then through the table), as SentencePiece's ``nmt_nfkc`` builder does.
-    """
-    if mode not in ("sentencepiece", "engine"):
-        raise ValueError(f"normalization must be 'sentencepiece' or 'engine', got {mode!r}")
-    rules = {chr(cp): out for cp, out in table.items()}
-    if mode == "engine":
-        return rules
-    for cp in range(0x80, 0x110000):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue
-        d = unicodedata.normalize("NFKD", chr(cp))
-        if len(d) < 2 or d in rules:
-            continue
-        c = unicodedata.normalize("NFC", d)
-        if c != d:
-            rules[d] = "".join(table.get(ord(ch), ch) for ch in c)
-    return rules
-
-
 def _precompiled_charsmap(rules: dict[str, str]) -> bytes:
     """Compile string rewrite rules into SentencePiece's ``precompiled_charsmap`` blob.
 
@@ -422,7 +397,8 @@ def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentenc
     """A `tokenizers.Tokenizer` equal to XLM-R's, rebuilt from the weight file's pieces.
 
     Unigram over the pieces and scores (``<unk>`` fallback, unknown score = min score - 10 as in
-    the engine), normaliser = Precompiled(table [+ NFKC composition]) then runs of spaces -> one,
+    the engine), normaliser = [NFC (``"sentencepiece"`` only)], Precompiled(the file's
+    code-point table), runs of spaces -> one,
     Metaspace ``▁`` pre-tokenizer (always prepended), ``<s> $A </s>`` post-processing.
 
     Example:
@@ -435,11 +411,13 @@ def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentenc
 
     vocab = list(zip(wf.pieces, wf.scores.astype(float).tolist()))
     tok = Tokenizer(models.Unigram(vocab, unk_id=wf.unk, byte_fallback=False))
-    charsmap = _precompiled_charsmap(_normalization_rules(wf.norm_table(), normalization))
-    tok.normalizer = normalizers.Sequence([
-        normalizers.Precompiled(charsmap),
-        normalizers.Replace(Regex(" {2,}"), " "),
-    ])
+    if normalization not in ("sentencepiece", "engine"):
+        raise ValueError(f"normalization must be 'sentencepiece' or 'engine', got {normalization!r}")
+    table = {chr(cp): out for cp, out in wf.norm_table().items()}
+    steps = [normalizers.NFC()] if normalization == "sentencepiece" else []
+    steps += [normalizers.Precompiled(_precompiled_charsmap(table)),
+              normalizers.Replace(Regex(" {2,}"), " ")]
+    tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
                                                  split=True)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
@@ -707,19 +685,33 @@ def collect_texts(path: str | os.PathLike) -> list[str]:
 
 
 # --------------------------------------------------------------------------- trimming
+def _splits_on_spaces(tok) -> bool:
+    """Whether the pre-tokenizer cuts at every space (Metaspace split / whitespace split)."""
+    spec = json.loads(tok.to_str()).get("pre_tokenizer") or {}
+    subs = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
+    return any((s.get("type") == "Metaspace" and s.get("split", True))
+               or s.get("type") in ("WhitespaceSplit", "Whitespace") for s in subs)
+
+
 def _kept_ids(tok, texts: Sequence[str], prompts: Iterable[str], specials: Iterable[int],
-              scores: np.ndarray, what: str, batch: int = 4096) -> np.ndarray:
-    """Sorted ids the tokenizer emits on texts (alone and behind each prompt) + specials."""
+              scores: np.ndarray, what: str, batch: int = 2048) -> np.ndarray:
+    """Sorted ids the tokenizer emits on texts (alone and behind each prompt) + specials.
+
+    When the pre-tokenizer splits at spaces and every prompt ends with one, "prompt + text"
+    tokenizes as prompt and text separately, so each text is encoded once.
+    """
     from tqdm.auto import tqdm
 
     texts = [t for t in texts if isinstance(t, str)]
     if not texts:
         raise ValueError(f"{what}: no texts to trim to")
     prompts = [p for p in prompts if p]
+    joined = [] if all(p[-1].isspace() for p in prompts) and _splits_on_spaces(tok) else prompts
     keep = np.zeros(len(scores), bool)
-    for i in range(0, len(texts), batch):  # batches: bounded memory, Rust-parallel encoding
-        chunk = texts[i : i + batch]
-        inputs = chunk + [p + t for p in prompts for t in chunk]
+    show = len(texts) > 4 * batch and logger.isEnabledFor(logging.INFO)
+    for i in tqdm(range(0, len(texts), batch), desc="Collecting pieces", disable=not show):
+        chunk = texts[i : i + batch]  # batches: bounded memory, Rust-parallel encoding
+        inputs = chunk + [p + t for p in joined for t in chunk]
         for enc in tok.encode_batch(inputs, add_special_tokens=False):
             keep[enc.ids] = True
     for p in prompts:
@@ -864,8 +856,12 @@ def trim_vocabulary(
 
     special_kw = {k: v for k, v in hf_tok.special_tokens_map.items()
                   if isinstance(v, str) and k != "additional_special_tokens"}
-    module.tokenizer = PreTrainedTokenizerFast(
+    trimmed_tok = PreTrainedTokenizerFast(
         tokenizer_object=new_tok, model_max_length=hf_tok.model_max_length, **special_kw)
+    if getattr(module, "processor", None) is hf_tok:  # sentence-transformers >= 6
+        module.processor = trimmed_tok
+    else:
+        module.tokenizer = trimmed_tok
 
     out = Path(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
