@@ -711,16 +711,18 @@ def _kept_ids(tok, texts: Sequence[str], prompts: Iterable[str], specials: Itera
     show = len(texts) > 4 * batch and logger.isEnabledFor(logging.INFO)
     for i in tqdm(range(0, len(texts), batch), desc="Collecting pieces", disable=not show):
         chunk = texts[i : i + batch]  # batches: bounded memory, Rust-parallel encoding
-        inputs = chunk + [p + t for p in joined for t in chunk]
-        for enc in tok.encode_batch(inputs, add_special_tokens=False):
+        for enc in tok.encode_batch(chunk, add_special_tokens=False):
+            keep[enc.ids] = True
+    specials = list(specials)
+    keep[specials] = False
+    if not keep.any():
+        raise ValueError(f"{what}: the texts yield no vocabulary pieces (all empty or unknown)")
+    for i in range(0, len(texts), batch) if joined else ():
+        joined_chunk = [p + t for p in joined for t in texts[i : i + batch]]
+        for enc in tok.encode_batch(joined_chunk, add_special_tokens=False):
             keep[enc.ids] = True
     for p in prompts:
         keep[tok.encode(p, add_special_tokens=False).ids] = True
-    content = keep.copy()
-    specials = list(specials)
-    content[specials] = False
-    if not content.any():
-        raise ValueError(f"{what}: the texts yield no vocabulary pieces (all empty or unknown)")
     keep[specials] = True
     keep[int(np.argmin(scores))] = True  # keeps min score, hence the <unk> penalty, unchanged
     return np.flatnonzero(keep)
