@@ -64,6 +64,7 @@ __all__ = [
     "collect_texts",
     "convert_e5_small",
     "default_e5_weight_file",
+    "dequantize_q4_0",
     "e5_cache_dir",
     "freeze_word_embeddings",
     "read_e5_weight_file",
@@ -115,7 +116,7 @@ class E5WeightFile:
 
     # -- derived views ------------------------------------------------------------------
     def norm_table(self) -> dict[int, str]:
-        """The engine's code point -> replacement table (vectorised parse of the raw bytes)."""
+        """The engine's code point -> replacement table, parsed from the raw bytes."""
         table: dict[int, str] = {}
         raw, q = self.norm_raw, 0
         for _ in range(self.norm_entries):  # 4.8k entries, variable length: a short loop
@@ -147,6 +148,7 @@ def dequantize_q4_0(data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndar
 
     Example:
         >>> import numpy as np
+        >>> from sentence_transformers_hybrid.convert import _Q4_BLOCK
         >>> blk = np.zeros(1, _Q4_BLOCK); blk["d"] = 0.5; blk["qs"] = 0x9A
         >>> dequantize_q4_0(blk.tobytes(), (32,))[[0, 16]].tolist()   # q=10 low, q=9 high
         [1.0, 0.5]
@@ -247,7 +249,7 @@ def read_e5_weight_file(path: str | os.PathLike | None = None) -> E5WeightFile:
     if offs[0] != 0 or offs[-1] != bloblen or np.any(np.diff(offs.astype(np.int64)) < 0):
         raise ValueError(f"{path}: corrupt piece offsets (not increasing within the blob)")
     try:
-        pieces = blob.decode("utf-8")
+        blob.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: piece blob is not UTF-8 ({e})") from None
     # piece boundaries are byte offsets: split the bytes, then decode each piece
@@ -451,8 +453,10 @@ def e5_cache_dir() -> Path:
     """Where converted models are cached: ``$STH_CACHE_DIR`` or the user cache dir.
 
     Example:
-        >>> e5_cache_dir().name in ("sentence-transformers-hybrid",) or True
-        True
+        >>> import os
+        >>> os.environ["STH_CACHE_DIR"] = "/tmp/sth-cache"
+        >>> str(e5_cache_dir())
+        '/tmp/sth-cache'
     """
     env = os.environ.get("STH_CACHE_DIR")
     if env:

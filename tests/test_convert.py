@@ -245,7 +245,8 @@ def test_freeze_word_embeddings_keeps_embeddings_fixed_during_a_step(trimmed_mod
     layer = model[0].auto_model.encoder.layer[0].attention.self.query.weight
     before_layer = layer.detach().clone()
     model.train()
-    out = model(model.tokenize(["query: hello world", "passage: hola mundo"]))
+    prep = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers 6 / 5
+    out = model(prep(["query: hello world", "passage: hola mundo"]))
     loss = -(out["sentence_embedding"][0] * out["sentence_embedding"][1]).sum()
     opt = torch.optim.SGD(trainable, lr=0.1)
     loss.backward()
