@@ -450,7 +450,7 @@ def _hf_tokenizer(tok, model_max_length: int):
 
 # --------------------------------------------------------------------------- conversion
 def e5_cache_dir() -> Path:
-    """Where converted models are cached: ``$STH_CACHE_DIR`` or the user cache dir.
+    """Where converted models are cached: the package cache (``$STH_CACHE_DIR`` or the user cache dir).
 
     Example:
         >>> import os
@@ -458,11 +458,9 @@ def e5_cache_dir() -> Path:
         >>> str(e5_cache_dir())
         '/tmp/sth-cache'
     """
-    env = os.environ.get("STH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sentence-transformers-hybrid"
+    from .data.lareqa import cache_dir
+
+    return cache_dir()
 
 
 def _file_digest(path: Path) -> str:
