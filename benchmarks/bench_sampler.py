@@ -18,6 +18,7 @@ import argparse
 import gc
 import math
 import os
+import sys
 import time
 import tracemalloc
 
@@ -26,6 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from anywhere: the package and tests/helpers_models.py live in the checkout
+    sys.path.insert(0, ROOT)
 
 
 def synthetic_corpus(n_groups: int, n_langs: int, missing: float = 0.0, seed: int = 0):
@@ -182,7 +186,8 @@ class _StepClock:
         return Clock()
 
 
-def bench_training(n_groups: int, n_langs: int, batch_size: int, steps: int, repeats: int, warmup: int = 20) -> None:
+def bench_training(n_groups: int, n_langs: int, batch_size: int, steps: int, repeats: int, warmup: int = 20,
+                   model_kind: str = "static") -> None:
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.modules import StaticEmbedding
@@ -192,8 +197,9 @@ def bench_training(n_groups: int, n_langs: int, batch_size: int, steps: int, rep
     from sentence_transformers_hybrid.sampling import HybridBatchSampler
 
     hf_logging.set_verbosity_error()
+    what = "StaticEmbedding(dim 64)" if model_kind == "static" else "tiny BERT (2 layers, hidden 64, random init)"
     print(f"\n== 3. training throughput: {n_groups:,} groups x {n_langs} languages, batch {batch_size}, {steps} steps "
-          f"(timed after {warmup}), StaticEmbedding(dim 64), {repeats} alternated runs each, 1 torch thread")
+          f"(timed after {warmup}), {what}, {repeats} alternated runs each, 1 torch thread")
     corpus = synthetic_corpus(n_groups, n_langs)
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -202,7 +208,13 @@ def bench_training(n_groups: int, n_langs: int, batch_size: int, steps: int, rep
     rows = corpus.to_hf_dataset().select_columns(["query", "passage"])
 
     def run(kind: str, out: str) -> float:
-        model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=64)], device="cpu")
+        if model_kind == "static":
+            model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=64)], device="cpu")
+        else:
+            from tests.helpers_models import tiny_transformer_model
+
+            texts = corpus.query_texts(np.arange(0, corpus.num_rows, 50)) + corpus.passage_texts(np.arange(0, corpus.num_rows, 50))
+            model = tiny_transformer_model(out + "-model", texts, hidden_size=64, intermediate_size=128)
         kwargs = dict(output_dir=out, per_device_train_batch_size=batch_size, learning_rate=3e-5, weight_decay=0.01,
                       prompts={"query": "Query: ", "passage": "Passage: "}, max_steps=steps, report_to="none",
                       use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="no", seed=0)
@@ -275,7 +287,7 @@ def main() -> None:
     parser.add_argument("--train-groups", type=int, default=20_000)
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["epoch", "memory", "training"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["epoch", "memory", "training", "transformer"])
     args = parser.parse_args()
     if "epoch" not in args.skip:
         bench_epoch(synthetic_corpus(args.groups, args.languages), args.batch_size, args.nodup_subset)
@@ -285,6 +297,9 @@ def main() -> None:
         bench_memory(args.memory_groups, args.languages, args.batch_size)
     if "training" not in args.skip:
         bench_training(args.train_groups, args.languages, 64, args.train_steps, args.repeats)
+    if "transformer" not in args.skip:
+        bench_training(args.train_groups, args.languages, 64, args.train_steps // 2, args.repeats, warmup=10,
+                       model_kind="transformer")
 
 
 if __name__ == "__main__":

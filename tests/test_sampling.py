@@ -384,20 +384,23 @@ def test_hybrid_loss_is_the_paper_configuration():
         hybrid_loss(model, scale=30.0, temperature=0.05)
 
 
-def test_hybrid_loss_cached_path_builds_cached_mnrl(monkeypatch):
-    from sentence_transformers.sentence_transformer.losses import cached_multiple_negatives_ranking as cmod
+def test_hybrid_loss_cached_path_is_cached_mnrl_with_the_same_loss(tmp_path):
+    import torch
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
     from sentence_transformers_hybrid.losses import hybrid_loss
+    from tests.helpers_models import tiny_transformer_model
 
-    captured = {}
-
-    class Spy(cmod.CachedMultipleNegativesRankingLoss):
-        def __init__(self, model, **kwargs):  # StaticEmbedding cannot be mini-batched: record the call only
-            captured.update(kwargs)
-
-    monkeypatch.setattr("sentence_transformers_hybrid.losses.CachedMultipleNegativesRankingLoss", Spy)
-    loss = hybrid_loss(_tiny_model(["x"]), cached=True, mini_batch_size=16)
-    assert isinstance(loss, Spy) and captured["mini_batch_size"] == 16 and captured["scale"] == pytest.approx(20.0)
+    texts = [f"question {i} about topic {i % 7}" for i in range(40)]
+    model = tiny_transformer_model(tmp_path, texts)
+    cached = hybrid_loss(model, cached=True, mini_batch_size=4)
+    assert isinstance(cached, CachedMultipleNegativesRankingLoss) and cached.mini_batch_size == 4
+    assert cached.scale == pytest.approx(20.0)
+    features = [model.preprocess(texts[:12]), model.preprocess(texts[12:24])]
+    with torch.no_grad():
+        plain_value = hybrid_loss(model)(features, None).item()
+    cached_value = cached([{k: getattr(v, "clone", lambda: v)() for k, v in f.items()} for f in features], None).item()
+    assert cached_value == pytest.approx(plain_value, rel=1e-4)  # GradCache: same loss, bounded memory
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
