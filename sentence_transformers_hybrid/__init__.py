@@ -45,7 +45,7 @@ from .frozen import EmbeddingCache, EmbeddingLookup
 from .hub import push_model
 from .losses import hybrid_loss
 from .metrics import ranking_metrics, retrieval_metrics
-from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback
+from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback, training_dataset
 from .translate import M2M100Translator, TranslationCache, translate_file, translate_parallel
 
 __all__ = [
@@ -101,5 +101,6 @@ __all__ = [
     "translate_file",
     "translate_parallel",
     "trim_e5_weight_file",
+    "training_dataset",
     "trim_vocabulary",
 ]
