@@ -80,7 +80,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         description="CI check of the whole pipeline: a small StaticEmbedding on 4 XQuAD-R languages -> MLQA-R "
-        "(3 languages, 150 questions); minutes of nothing but plumbing, not a result.",
+        "(3 languages, the first 150 question ids and the paragraphs of their answers); plumbing, not a result.",
         backbone="static",
         train_languages=["ar", "de", "en", "es"],
         eval_languages=["ar", "de", "en"],
@@ -201,7 +201,8 @@ def load_data(preset: Preset, data_dir: str | Path | None) -> tuple[ParallelCorp
 
 
 def subsample_benchmark(bench: RetrievalBenchmark, max_questions: int) -> RetrievalBenchmark:
-    """Keep the first ``max_questions`` groups (question ids) in every language; pools stay whole."""
+    """A smaller benchmark for quick checks: the first ``max_questions`` groups (question ids) in every language,
+    and as candidate pool every sentence of the paragraphs that hold their answers (all languages)."""
     from .data import LanguageSplit
 
     keep = np.zeros(len(bench.group_ids), dtype=bool)
@@ -209,15 +210,21 @@ def subsample_benchmark(bench: RetrievalBenchmark, max_questions: int) -> Retrie
     splits = {}
     for lang, s in bench.splits.items():
         m = keep[s.question_groups]
+        paragraphs = np.unique(s.sentence_paragraph[s.answer_sentence[m]])
+        cand = np.flatnonzero(np.isin(s.sentence_paragraph, paragraphs))
+        new_pos = np.full(len(s.sentences), -1, dtype=np.int64)
+        new_pos[cand] = np.arange(len(cand))
+        new_par = np.full(len(s.paragraphs), -1, dtype=np.int64)
+        new_par[paragraphs] = np.arange(len(paragraphs))
         splits[lang] = LanguageSplit(
             language=lang,
             question_ids=[q for q, k in zip(s.question_ids, m) if k],
             questions=[q for q, k in zip(s.questions, m) if k],
             question_groups=s.question_groups[m],
-            sentences=s.sentences,
-            paragraphs=s.paragraphs,
-            sentence_paragraph=s.sentence_paragraph,
-            answer_sentence=s.answer_sentence[m],
+            sentences=[s.sentences[i] for i in cand],
+            paragraphs=[s.paragraphs[i] for i in paragraphs],
+            sentence_paragraph=new_par[s.sentence_paragraph[cand]],
+            answer_sentence=new_pos[s.answer_sentence[m]],
             answer_counts=s.answer_counts[m],
             answers=[a for a, k in zip(s.answers, m) if k],
             file=s.file,

@@ -131,7 +131,7 @@ class EmbeddingLookup(InputModule):
     """Input module that returns precomputed vectors for known texts (the frozen encoder's outputs).
 
     ``preprocess`` maps each text (with its prompt prepended, exactly as the collator or ``encode`` passes it) to a
-    row of ``weights``; ``forward`` returns those rows as ``sentence_embedding``. Unknown texts raise ``KeyError``.
+    row of ``weights`` (as ``input_ids``); ``forward`` returns those rows as ``sentence_embedding``. Unknown texts raise ``KeyError``.
     It is a training device: save the real model with :func:`compose_with_encoder`.
     """
 
@@ -143,19 +143,25 @@ class EmbeddingLookup(InputModule):
         self.register_buffer("weights", weights, persistent=False)
         self._row = {t: i for i, t in enumerate(texts)}
 
-    def get_sentence_embedding_dimension(self) -> int:
+    def get_embedding_dimension(self) -> int:
         return int(self.weights.shape[1])
 
-    def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
-        texts = [(prompt or "") + t for t in inputs]
-        try:
-            ids = [self._row[t] for t in texts]
-        except KeyError as e:
-            raise KeyError(f"EmbeddingLookup: text not precomputed: {str(e)[:100]}") from None
-        return {"lookup_ids": torch.tensor(ids, dtype=torch.long)}
+    get_sentence_embedding_dimension = get_embedding_dimension  # sentence-transformers < 6.2
 
-    def forward(self, features: dict[str, torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
-        features["sentence_embedding"] = self.weights[features["lookup_ids"].to(self.weights.device)]
+    def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        # Unknown texts get id -1 and fail in forward(): preprocessing alone (e.g. the trainer's model-card
+        # statistics, which tokenize rows without their prompts) must not fail.
+        texts = [(prompt or "") + t for t in inputs]
+        ids = [self._row.get(t, -1) for t in texts]
+        # named input_ids so that the trainer's collect_features() recognises the column's features
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "lookup_texts": texts}
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, torch.Tensor]:
+        ids = features["input_ids"]
+        if (ids < 0).any():
+            missing = [t for t, i in zip(features.get("lookup_texts", []), ids.tolist()) if i < 0]
+            raise KeyError(f"EmbeddingLookup: {int((ids < 0).sum())} text(s) not precomputed, e.g. {missing[:1]!r}")
+        features["sentence_embedding"] = self.weights[ids.to(self.weights.device)]
         return features
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:

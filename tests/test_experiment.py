@@ -165,4 +165,21 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
         assert (tmp_path / "out" / "cka_by_layer.png").is_file()
     else:  # frozen encoder + head: the composed model is a normal SentenceTransformer
         saved = SentenceTransformer(str(tmp_path / "out" / "models" / "hybrid"), device="cpu")
-        assert saved.encode(["query: hello"]).shape[1] == model.get_sentence_embedding_dimension()
+        assert saved.encode(["query: hello"]).shape[1] == model.encode(["hello"]).shape[1]
+
+
+def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
+    from sentence_transformers_hybrid import load_lareqa
+    from sentence_transformers_hybrid.experiment import subsample_benchmark
+
+    full = load_lareqa("mlqa-r", data_dir=data_dir, languages=["de", "en"])
+    small = subsample_benchmark(full, 50)
+    for lang in ("de", "en"):
+        s, f = small.splits[lang], full.splits[lang]
+        assert len(s.sentences) < len(f.sentences) / 5
+        kept = {q: i for i, q in enumerate(f.question_ids)}
+        for qid, a in zip(s.question_ids, s.answer_sentence):
+            i = kept[qid]
+            assert s.sentences[a] == f.sentences[f.answer_sentence[i]]
+            assert s.paragraphs[s.sentence_paragraph[a]] == f.paragraphs[f.sentence_paragraph[f.answer_sentence[i]]]
+    assert set(small.group_ids) <= set(full.group_ids[:50])
