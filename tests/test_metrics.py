@@ -141,6 +141,26 @@ def test_matches_brute_force_reference(ties):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_block_preselection_of_the_top_k_matches_the_reference(monkeypatch, ties):
+    import sentence_transformers_hybrid.metrics as metrics
+
+    # wide rows take the block-max path; force it on small rows (needs >= 4 * k * block), short last block
+    monkeypatch.setattr(metrics, "_BLOCK", 4)
+    monkeypatch.setattr(metrics, "_BLOCK_MIN_DOCS", 0)
+    scores, relevance = random_case(60, 403, max_rel=25, seed=8, ties=ties)  # 403 = 100 * 4 + 3
+    if ties:  # mostly 0, ~10% 1 (the k-th score: tied across blocks), a few 2 in high-index blocks
+        rng = np.random.default_rng(9)
+        scores = (rng.random(scores.shape) < 0.1) + (rng.random(scores.shape) < 0.01).astype(np.float32)
+    scores[::2, -1] = scores.max() + 1  # the last document, alone in the short last block, ranks first
+    got = retrieval_metrics(scores, relevance, reduction="none")
+    want = reference_metrics(scores, relevance)
+    for key in LAREQA_METRICS:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    order = reference_ranking(scores)[:, :20]
+    np.testing.assert_array_equal(metrics._top_k(torch.from_numpy(scores), 20).numpy(), order)
+
+
 def test_chunking_does_not_change_results():
     scores, relevance = random_case(37, 90, max_rel=12, seed=2, ties=True)
     whole = retrieval_metrics(scores, relevance, chunk_size=1000, reduction="none")
