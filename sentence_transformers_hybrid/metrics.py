@@ -323,28 +323,32 @@ class _Relevance:
 # -------------------------------------------------------------------------------------------- kernel
 
 
-#: Block width of the block-max pre-selection in :func:`_top_k`, and the row width from which it is used.
+#: Largest block width of the block-max pre-selection in :func:`_top_k`; rows of at least
+#: ``max(_BLOCK_MIN_DOCS, 4 * k * width)`` documents use it, with the widest power-of-two width that fits.
 _BLOCK = 64
-_BLOCK_MIN_DOCS = 4096
+_BLOCK_MIN_DOCS = 512
 
 
 def _top_k(chunk: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``[B x k]`` of the first ``k`` documents under (descending score, ascending index).
 
-    Wide rows are first cut into blocks of ``_BLOCK`` documents: the first ``k`` blocks under (descending block
+    Wide rows are first cut into blocks of ``width`` documents (a power of two up to ``_BLOCK``): the first ``k`` blocks under (descending block
     maximum, ascending block index) hold the first ``k`` documents (every document scoring above the k-th score
     lies in a block whose maximum is above it, at most ``k - 1`` such blocks; the lowest-index documents tied
     at the k-th score lie in the lowest-index blocks whose maximum equals it). A block maximum is a cheap
-    vectorised reduction, so ``torch.topk`` runs on ``k * _BLOCK`` candidates instead of the whole row.
+    vectorised reduction, so ``torch.topk`` runs on ``k * width`` candidates instead of the whole row.
     """
     n_docs = chunk.shape[1]
-    if n_docs >= max(_BLOCK_MIN_DOCS, 4 * k * _BLOCK):
-        n_full = n_docs // _BLOCK
-        block_max = chunk[:, : n_full * _BLOCK].reshape(chunk.shape[0], n_full, _BLOCK).amax(2)
-        if n_docs % _BLOCK:
-            block_max = torch.cat([block_max, chunk[:, n_full * _BLOCK :].amax(1, keepdim=True)], 1)
+    width = _BLOCK
+    while width > 8 and n_docs < 4 * k * width:
+        width //= 2
+    if n_docs >= max(_BLOCK_MIN_DOCS, 4 * k * width):
+        n_full = n_docs // width
+        block_max = chunk[:, : n_full * width].reshape(chunk.shape[0], n_full, width).amax(2)
+        if n_docs % width:
+            block_max = torch.cat([block_max, chunk[:, n_full * width :].amax(1, keepdim=True)], 1)
         blocks = torch.sort(_top_k(block_max, k), dim=1).values  # ascending: candidates in document order
-        cols = (blocks[:, :, None] * _BLOCK + torch.arange(_BLOCK, device=chunk.device)).reshape(len(blocks), -1)
+        cols = (blocks[:, :, None] * width + torch.arange(width, device=chunk.device)).reshape(len(blocks), -1)
         inside = cols < n_docs
         cand = chunk.gather(1, cols.clamp(max=n_docs - 1))
         if not bool(inside.all()):  # past the short last block: -inf never outranks a (finite) score
