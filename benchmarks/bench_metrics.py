@@ -28,7 +28,13 @@ import torch
 
 from sentence_transformers_hybrid import load_lareqa
 from sentence_transformers_hybrid.evaluation import MultilingualRetrievalEvaluator
-from sentence_transformers_hybrid.metrics import LAREQA_METRICS, check_finite_scores, ranking_metrics
+from sentence_transformers_hybrid.metrics import (
+    LAREQA_METRICS,
+    check_finite_scores,
+    merge_top_k,
+    ranking_metrics,
+    top_k_indices,
+)
 
 
 def score_matrices(bench, q_emb: dict, c_emb: dict) -> dict[str, torch.Tensor]:
@@ -38,17 +44,24 @@ def score_matrices(bench, q_emb: dict, c_emb: dict) -> dict[str, torch.Tensor]:
 
 
 def ours_from_scores(bench, scores: dict) -> float:
-    """The evaluator's metric work on precomputed score matrices: relevance + kernel for all 132 pairs."""
+    """The evaluator's metric work on precomputed score matrices (as in compute_metrics_from_embeddings):
+    finite check, top 20 of every language block, merged into the multi top 20, relevance + kernel, 132 pairs."""
     start = time.perf_counter()
     offsets = np.cumsum([0] + [len(bench.splits[y].sentences) for y in bench.languages])
     for x in bench.languages:
-        check_finite_scores(scores[x])
+        s = scores[x]
+        check_finite_scores(s)
+        tops = [top_k_indices(s[:, offsets[j] : offsets[j + 1]], 20) for j in range(len(bench.languages))]
+        multi_top = merge_top_k(s, torch.cat([t + offsets[j] for j, t in enumerate(tops)], 1), 20)
         rows, rel = bench.relevance(x)
-        ranking_metrics(scores[x].index_select(0, torch.as_tensor(rows)), rel, LAREQA_METRICS, check_finite=False)
+        index = torch.as_tensor(rows)
+        ranking_metrics(s.index_select(0, index), rel, LAREQA_METRICS, check_finite=False,
+                        top_indices=multi_top.index_select(0, index))  # fmt: skip
         for j, y in enumerate(bench.languages):
             rows, rel = bench.relevance(x, y)
-            block = scores[x][:, offsets[j] : offsets[j + 1]].index_select(0, torch.as_tensor(rows))
-            ranking_metrics(block, rel, LAREQA_METRICS, check_finite=False)
+            index = torch.as_tensor(rows)
+            block = s[:, offsets[j] : offsets[j + 1]].index_select(0, index)
+            ranking_metrics(block, rel, LAREQA_METRICS, check_finite=False, top_indices=tops[j].index_select(0, index))
     return time.perf_counter() - start
 
 

@@ -20,7 +20,15 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from tqdm.auto import tqdm
 
 from .data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
-from .metrics import LAREQA_METRICS, MIRACL_METRICS, check_finite_scores, ranking_metrics
+from .metrics import (
+    LAREQA_METRICS,
+    MIRACL_METRICS,
+    check_finite_scores,
+    max_cutoff,
+    merge_top_k,
+    ranking_metrics,
+    top_k_indices,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -256,6 +264,12 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
                 check_finite_scores(scores)
             except ValueError as err:
                 raise ValueError(f"{self.name}: query language {x!r}: {err}") from None
+            # the first k candidates of every block, once for all rows; the multi top k is their merge
+            k = max_cutoff(self.metrics)
+            tops = {y: top_k_indices(s, k) for y, s in block.items()} if k else {}
+            if k and "multi" in self.settings:
+                cand = torch.cat([tops[y] + span[y][0] for y in self.languages], 1)
+                tops[None] = merge_top_k(scores, cand, min(k, scores.shape[1]))
             for setting, y in pairs:
                 query_rows, rel = self.relevance(x, y)
                 row = {
@@ -270,10 +284,15 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
                     row.update({m: float("nan") for m in self.metrics})
                 else:
                     s = scores if y is None else block[y]
+                    top = tops.get(y)
                     if len(query_rows) != s.shape[0]:
-                        s = s.index_select(0, torch.as_tensor(query_rows, device=s.device))
+                        index = torch.as_tensor(query_rows, device=s.device)
+                        s = s.index_select(0, index)
+                        top = None if top is None else top.index_select(0, index.to(top.device))
                     row.update(
-                        ranking_metrics(s, rel, self.metrics, chunk_size=self.chunk_size, check_finite=False)
+                        ranking_metrics(
+                            s, rel, self.metrics, chunk_size=self.chunk_size, check_finite=False, top_indices=top
+                        )
                     )
                 rows.append(row)
         self.results = rows

@@ -42,8 +42,12 @@ import torch
 __all__ = [
     "LAREQA_METRICS",
     "MIRACL_METRICS",
+    "check_finite_scores",
+    "max_cutoff",
+    "merge_top_k",
     "ranking_metrics",
     "retrieval_metrics",
+    "top_k_indices",
 ]
 
 #: The metrics of :func:`retrieval_metrics`, in the order they are returned.
@@ -105,6 +109,7 @@ def ranking_metrics(
     chunk_size: int | None = None,
     reduction: str = "mean",
     check_finite: bool = True,
+    top_indices: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Any set of rank-based metrics of a score matrix (the general form of :func:`retrieval_metrics`).
 
@@ -117,6 +122,9 @@ def ranking_metrics(
         reduction: ``"mean"`` or ``"none"`` (per-query float64 numpy arrays).
         check_finite: raise on NaN/inf scores (two cheap reductions per chunk); a caller that has already
             checked the same scores may turn it off.
+        top_indices: optional precomputed ``[queries x >= K]`` int64 indices of the first ``K`` documents of
+            each query in the kernel's order (``K`` = the largest cutoff, at most the number of documents), as
+            returned by :func:`top_k_indices` or :func:`merge_top_k`; skips the top-k selection.
 
     Returns:
         ``{metric: value}``.
@@ -146,6 +154,12 @@ def ranking_metrics(
         chunk_size = max(16, _CHUNK_ELEMENTS // n_docs)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if top_indices is not None:
+        top_indices = torch.as_tensor(top_indices)
+        if top_indices.ndim != 2 or top_indices.shape[0] != n_queries or top_indices.shape[1] < top_k:
+            raise ValueError(
+                f"top_indices has shape {tuple(top_indices.shape)}, expected ({n_queries}, >= {top_k})"
+            )
 
     out: dict[str, list[np.ndarray]] = {_name(m): [] for m in parsed}
     for start in range(0, n_queries, chunk_size):
@@ -160,7 +174,8 @@ def ranking_metrics(
                 f"query {start + int(empty[0])} has no relevant document "
                 f"({len(empty)} such queries in rows {start}..{stop - 1}); every query needs at least one"
             )
-        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance)
+        top = None if top_indices is None else top_indices[start:stop, :top_k].to(chunk.device, torch.int64)
+        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance, top)
         for key, v in values.items():
             out[key].append(v.cpu().numpy())
 
@@ -168,6 +183,41 @@ def ranking_metrics(
     if reduction == "none":
         return result
     return {key: float(v.mean(dtype=np.float64)) for key, v in result.items()}
+
+
+def top_k_indices(scores: Any, k: int, *, chunk_size: int | None = None) -> torch.Tensor:
+    """int64 ``[queries x min(k, documents)]``: the first ``k`` documents of each query, in the kernel's order
+    (descending score, ties by lower index).
+
+    Example:
+        >>> top_k_indices(np.array([[0.1, 0.5, 0.5, 0.9]]), 3)
+        tensor([[3, 1, 2]])
+    """
+    s = _as_score_tensor(scores)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, s.shape[1])
+    chunk_size = chunk_size or max(16, _CHUNK_ELEMENTS // max(1, s.shape[1]))
+    parts = [_top_k(s[a : a + chunk_size], k) for a in range(0, s.shape[0], chunk_size)]
+    return torch.cat(parts) if parts else torch.zeros((0, k), dtype=torch.int64)
+
+
+def merge_top_k(scores: Any, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` documents per query from ``candidates`` ``[queries x C]`` (distinct column indices of
+    ``scores`` that include each query's first ``k``, e.g. the concatenated :func:`top_k_indices` of column
+    blocks), in the kernel's order.
+
+    Example:
+        >>> s = np.array([[0.1, 0.5, 0.5, 0.9]])
+        >>> left, right = top_k_indices(s[:, :2], 2), top_k_indices(s[:, 2:], 2) + 2
+        >>> merge_top_k(s, torch.cat([left, right], 1), 3)
+        tensor([[3, 1, 2]])
+    """
+    s = _as_score_tensor(scores)
+    cand = torch.sort(torch.as_tensor(candidates, dtype=torch.int64).to(s.device), dim=1).values
+    if k > cand.shape[1]:
+        raise ValueError(f"k = {k} but only {cand.shape[1]} candidates per query")
+    return cand.gather(1, _top_k(s.gather(1, cand), k))
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -193,6 +243,11 @@ def _parse_metrics(metrics: Sequence[str]) -> list[tuple[str, int | None]]:
     if len({_name(p) for p in parsed}) != len(parsed):
         raise ValueError(f"metrics has duplicates: {list(metrics)}")
     return parsed
+
+
+def max_cutoff(metrics: Sequence[str]) -> int:
+    """The largest ``k`` among ``metric@k`` names (0 when there is none, e.g. only ``rank_distance``)."""
+    return max((k for _, k in _parse_metrics(metrics) if k is not None), default=0)
 
 
 def _name(metric: tuple[str, int | None]) -> str:
@@ -415,14 +470,15 @@ def _chunk_metrics(
     parsed: list[tuple[str, int | None]],
     top_k: int,
     want_distance: bool,
+    top: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     dev = chunk.device
     n_rel_f = n_rel.to(torch.float64)
     valid = rel_cols >= 0
-    top: torch.Tensor | None = None
     hits: torch.Tensor | None = None
     if top_k:
-        top = _top_k(chunk, top_k)  # [B x K]
+        if top is None:
+            top = _top_k(chunk, top_k)  # [B x K]
         # hits[b, i]: the document at rank i + 1 is relevant
         hits = (top[:, :, None] == rel_cols[:, None, :]).any(2)
         hits_f = hits.to(torch.float64)
