@@ -435,7 +435,7 @@ class BEIRRetrievalEvaluator(SentenceEvaluator):
         from .beir_interop import relevance_from_qrels
 
         self.metrics = tuple(metrics)
-        ranking_metrics(np.zeros((1, 1)), np.ones((1, 1), dtype=bool), self.metrics)  # validates the names
+        max_cutoff(self.metrics)  # validates the names
         self.doc_ids = list(corpus)
         self.corpus = [_doc_text(corpus[d], d) for d in self.doc_ids]
         judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
