@@ -268,7 +268,7 @@ class Backbone:
         pairs = parallel_questions(self.bench)
         per_lang = [
             layerwise_cka(model, [self.preset.query_prompt + t for t in en], [self.preset.query_prompt + t for t in x],
-                          batch_size=self.preset.eval_batch_size)
+                          batch_size=self.preset.eval_batch_size, normalize=True)
             for en, x in pairs.values()
         ]
         return np.mean(np.asarray(per_lang, dtype=np.float64), axis=0).tolist()
@@ -350,8 +350,11 @@ class FrozenE5Backbone(Backbone):
             texts += [qp + t for t in s.questions]
             texts += [pp + t for t in s.candidate_texts(with_context=self.preset.candidate_context)]
         self.texts = list(dict.fromkeys(texts))
-        model_id = f"{Path(model_path).name}|max_seq_length={self.preset.max_seq_length}"
-        cache = EmbeddingCache(self.out / "embedding-cache", model_id=model_id)
+        from .data.lareqa import cache_dir
+
+        # shared by every output folder: a rerun, or another experiment on the same data, encodes nothing again
+        model_id = f"{Path(model_path).resolve().name}-msl{self.preset.max_seq_length}"
+        cache = EmbeddingCache(cache_dir() / "embeddings" / model_id, model_id=model_id)
         # longest texts first: less padding per batch, and the slowest part is done (and cached) first
         order = sorted(self.texts, key=len, reverse=True)
         self.vectors = cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)
@@ -394,13 +397,18 @@ def train_model(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, ou
     from .losses import hybrid_loss
     from .sampling import HybridBatchSampler
 
+    import transformers
+
     checkpoints = preset.max_steps >= 500
+    # transformers 5 takes the warmup ratio as a float warmup_steps; 4.x has warmup_ratio
+    warmup = ({"warmup_steps": float(preset.warmup_ratio)} if int(transformers.__version__.split(".")[0]) >= 5
+              else {"warmup_ratio": preset.warmup_ratio})
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=preset.batch_size,
         learning_rate=preset.learning_rate,
         weight_decay=preset.weight_decay,
-        warmup_ratio=preset.warmup_ratio,
+        **warmup,
         lr_scheduler_type="linear",
         max_steps=preset.max_steps,
         seed=spec.seed,
@@ -550,6 +558,8 @@ def run_experiment(
         results.append(record)
         saved_modes.add(spec.mode)
 
+    if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
+        (out / "checkpoints").rmdir()
     summary = report.summarise(preset, pretrained, results)
     summary["config"] = config
     _write_json(out / "results.json", summary)

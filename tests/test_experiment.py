@@ -1,0 +1,168 @@
+"""The end-to-end experiment, the CLI, reports, model cards and the Hub upload (dry run), all offline."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from sentence_transformers_hybrid.cli import main
+from sentence_transformers_hybrid.experiment import (
+    PRESETS,
+    Preset,
+    RunSpec,
+    load_data,
+    parallel_questions,
+    plan_runs,
+    resolve_preset,
+    run_experiment,
+)
+from sentence_transformers_hybrid.hub import push_model
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("smoke")
+    start = time.perf_counter()
+    assert main(["experiment", "--preset", "smoke", "--data-dir", str(data_dir), "--output-dir", str(out)]) == 0
+    return out, time.perf_counter() - start
+
+
+def test_smoke_preset_writes_results_table_plots_and_cards(smoke_run):
+    out, seconds = smoke_run
+    assert seconds < 120, f"smoke preset took {seconds:.0f} s (budget: 2 minutes)"
+    results = json.loads((out / "results.json").read_text())
+    for mode in ("mono", "cross", "hybrid"):
+        for setting in ("mono", "cross", "multi"):
+            value = results[mode][setting]["map@20"]
+            assert 0.0 <= value <= 1.0
+        assert results[mode]["rank_distance"] >= 0
+        assert -1.0 <= results[mode]["cka"] <= 1.0
+    assert [r["alpha"] for r in results["alpha_sweep"]] == [0.25, 0.5, 0.75]
+    table = (out / "results.md").read_text()
+    for label in ("X-X-mono", "X-Y", "Hybrid (α=0.5)", "Mono mAP@20", "Rank distance", "CKA"):
+        assert label in table
+    for png in ("map_pairs_mono.png", "map_pairs_cross.png", "map_pairs_hybrid.png", "cka_en_vs_x.png", "alpha_sweep.png"):
+        assert (out / png).stat().st_size > 1000
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"]["name"] == "smoke" and len(config["runs"]) == 5
+
+
+def test_model_card_names_sampler_mode_alpha_seed_data_and_results(smoke_run):
+    out, _ = smoke_run
+    card = (out / "models" / "hybrid" / "README.md").read_text()
+    for needle in ("HybridBatchSampler", "mode **`hybrid`**", "alpha = 0.5", "seed = 0", "XQUAD-R", "model-index",
+                   "multi_map_at_20"):
+        assert needle in card, needle
+    run = json.loads((out / "runs" / "hybrid-a0.5-s0.json").read_text())
+    assert f"{run['multi_map@20']:.3f}" in card
+    sampler_cfg = json.loads((out / "models" / "hybrid" / "hybrid_sampler_config.json").read_text())
+    assert sampler_cfg["mode"] == "hybrid" and sampler_cfg["alpha"] == 0.5
+
+
+def test_saved_model_reproduces_the_evaluated_embeddings(smoke_run, data_dir):
+    out, _ = smoke_run
+    model = SentenceTransformer(str(out / "models" / "mono"), device="cpu")
+    emb = model.encode(["Wer schrieb Faust?", "Who wrote Faust?"])
+    assert emb.shape[0] == 2 and np.isfinite(emb).all()
+
+
+def test_resume_skips_finished_runs(smoke_run, data_dir):
+    out, _ = smoke_run
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    start = time.perf_counter()
+    run_experiment("smoke", data_dir=data_dir, output_dir=out)
+    assert time.perf_counter() - start < 30
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    assert before == after
+
+
+def test_interrupted_experiment_continues_from_the_last_finished_run(smoke_run, data_dir, tmp_path):
+    out, _ = smoke_run
+    # simulate a crash after two runs: copy the config and two run files only
+    (tmp_path / "runs").mkdir()
+    for name in ("pretrained.json", "mono-s0.json", "cross-s0.json"):
+        (tmp_path / "runs" / name).write_bytes((out / "runs" / name).read_bytes())
+    summary = run_experiment("smoke", data_dir=data_dir, output_dir=tmp_path)
+    done = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert done == sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert summary["mono"]["mono"]["map@20"] == json.loads((out / "runs" / "mono-s0.json").read_text())["mono_map@20"]
+
+
+def test_report_command_rebuilds_the_table(smoke_run):
+    out, _ = smoke_run
+    (out / "results.md").unlink()
+    assert main(["report", "--output-dir", str(out)]) == 0
+    assert "Hybrid (α=0.5)" in (out / "results.md").read_text()
+
+
+def test_push_is_a_dry_run_by_default(smoke_run, capsys):
+    out, _ = smoke_run
+    assert main(["push", str(out / "models" / "hybrid"), "--repo-id", "me/test", "--token", "hf_SECRET123",
+                 "--include", str(out / "results.json")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("dry run: would upload") and "README.md" in printed and "results.json" in printed
+    assert "hf_SECRET123" not in printed
+
+
+def test_push_refuses_a_folder_without_card(tmp_path):
+    with pytest.raises(FileNotFoundError, match="modules.json"):
+        push_model(tmp_path, "me/x")
+
+
+def test_plan_runs_modes_seeds_and_sweep():
+    runs = plan_runs(PRESETS["gpu"])
+    assert [r.run_id for r in runs[:3]] == ["mono-s0", "cross-s0", "hybrid-a0.5-s0"]
+    assert len(runs) == 3 * 3 + 2
+    assert RunSpec("hybrid", 0.25, 0) in runs and RunSpec("hybrid", 0.75, 0) in runs
+
+
+def test_gpu_preset_without_cuda_is_a_clear_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU.*--device cpu"):
+        resolve_preset("gpu")
+    assert resolve_preset("gpu", device="cpu").name == "gpu"
+    assert resolve_preset("auto").name == "cpu"
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_preset("huge")
+
+
+def test_parallel_questions_align_by_id(data_dir):
+    _, bench = load_data(PRESETS["smoke"], data_dir)
+    pairs = parallel_questions(bench)
+    en = bench.splits["en"]
+    for lang, (a, b) in pairs.items():
+        split = bench.splits[lang]
+        assert len(a) == len(b) == len(set(split.question_groups) & set(en.question_groups))
+        by_group = {int(g): q for g, q in zip(en.question_groups, en.questions)}
+        assert a == [by_group[int(g)] for g in split.question_groups if int(g) in by_group]
+
+
+@pytest.mark.parametrize("backbone", ["e5", "e5-frozen"])
+def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone):
+    from tests.helpers_models import tiny_transformer_model
+
+    corpus, _ = load_data(PRESETS["smoke"], data_dir)
+    model = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
+    model.save(str(tmp_path / "tiny"))
+    base = PRESETS["gpu"] if backbone == "e5" else PRESETS["cpu"]
+    preset = Preset(**{**base.to_dict(), **{k: v for k, v in PRESETS["smoke"].to_dict().items()
+                                           if k in ("train_languages", "eval_languages", "max_train_groups",
+                                                    "max_eval_questions")},
+                       "name": f"tiny-{backbone}", "seeds": (0,), "alpha_sweep": (), "max_steps": 3, "batch_size": 16,
+                       "bf16": False, "needs_cuda": False, "eval_batch_size": 64})
+    summary = run_experiment(preset, data_dir=data_dir, output_dir=tmp_path / "out", device="cpu",
+                             model_path=str(tmp_path / "tiny"))
+    assert set(("mono", "cross", "hybrid")) <= set(summary)
+    if backbone == "e5":  # full fine-tuning: per-layer CKA, embedding output first
+        layers = summary["hybrid"]["cka_by_layer"]
+        assert len(layers) == 1 + 2 and all(-1 <= v <= 1 for v in layers)
+        assert (tmp_path / "out" / "cka_by_layer.png").is_file()
+    else:  # frozen encoder + head: the composed model is a normal SentenceTransformer
+        saved = SentenceTransformer(str(tmp_path / "out" / "models" / "hybrid"), device="cpu")
+        assert saved.encode(["query: hello"]).shape[1] == model.get_sentence_embedding_dimension()
