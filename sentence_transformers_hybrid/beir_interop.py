@@ -72,9 +72,10 @@ def run_from_scores(
     score and breaks ties by document id (descending), so with ties in the scores the two can rank differently;
     ``rank_scores=True`` writes ``top_k - rank`` instead of the score, which makes the order explicit.
     """
-    from sentence_transformers_hybrid.metrics import _as_score_tensor, _top_k
+    from sentence_transformers_hybrid.metrics import _as_score_tensor, _top_k, check_finite_scores
 
     s = _as_score_tensor(scores)
+    check_finite_scores(s)
     if s.shape != (len(query_ids), len(doc_ids)):
         raise ValueError(f"scores has shape {tuple(s.shape)}, expected ({len(query_ids)}, {len(doc_ids)})")
     k = min(top_k, s.shape[1])

@@ -20,7 +20,15 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 from tqdm.auto import tqdm
 
 from .data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
-from .metrics import LAREQA_METRICS, MIRACL_METRICS, ranking_metrics
+from .metrics import (
+    LAREQA_METRICS,
+    MIRACL_METRICS,
+    check_finite_scores,
+    max_cutoff,
+    merge_top_k,
+    ranking_metrics,
+    top_k_indices,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import scipy.sparse as sp
@@ -250,7 +258,18 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
                 block = {y: scores[:, a:b] for y, (a, b) in span.items()}
             else:
                 a, b = span[x]
-                block = {x: similarity(q_emb[x], pool[a:b])}
+                scores = similarity(q_emb[x], pool[a:b])
+                block = {x: scores}
+            try:  # checked once here rather than once per pair
+                check_finite_scores(scores)
+            except ValueError as err:
+                raise ValueError(f"{self.name}: query language {x!r}: {err}") from None
+            # the first k candidates of every block, once for all rows; the multi top k is their merge
+            k = max_cutoff(self.metrics)
+            tops = {y: top_k_indices(s, k) for y, s in block.items()} if k else {}
+            if k and "multi" in self.settings:
+                cand = torch.cat([tops[y] + span[y][0] for y in self.languages], 1)
+                tops[None] = merge_top_k(scores, cand, min(k, scores.shape[1]))
             for setting, y in pairs:
                 query_rows, rel = self.relevance(x, y)
                 row = {
@@ -265,9 +284,16 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
                     row.update({m: float("nan") for m in self.metrics})
                 else:
                     s = scores if y is None else block[y]
+                    top = tops.get(y)
                     if len(query_rows) != s.shape[0]:
-                        s = s.index_select(0, torch.as_tensor(query_rows, device=s.device))
-                    row.update(ranking_metrics(s, rel, self.metrics, chunk_size=self.chunk_size))
+                        index = torch.as_tensor(query_rows, device=s.device)
+                        s = s.index_select(0, index)
+                        top = None if top is None else top.index_select(0, index.to(top.device))
+                    row.update(
+                        ranking_metrics(
+                            s, rel, self.metrics, chunk_size=self.chunk_size, check_finite=False, top_indices=top
+                        )
+                    )
                 rows.append(row)
         self.results = rows
 
@@ -312,12 +338,13 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
                 + "  ".join(f"{m}: {summary[f'{setting}_{m}']:.4f}" for m in self.metrics)
             )
         if output_path is not None and self.write_csv:
-            self._write(output_path, summary, epoch, steps)
+            self.write_results(output_path, summary, epoch, steps)
         metrics = self.prefix_name_to_metrics(summary, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 
-    def _write(self, output_path: str, summary: dict[str, float], epoch: int, steps: int) -> None:
+    def write_results(self, output_path: str, summary: dict[str, float], epoch: int = -1, steps: int = -1) -> None:
+        """Append the per-pair rows of the last run to the CSV and ``summary`` to the JSON in ``output_path``."""
         os.makedirs(output_path, exist_ok=True)
         csv_path = os.path.join(output_path, self.csv_file)
         header = ["epoch", "steps", "setting", "query_language", "corpus_language", "queries", "candidates"]
@@ -408,7 +435,7 @@ class BEIRRetrievalEvaluator(SentenceEvaluator):
         from .beir_interop import relevance_from_qrels
 
         self.metrics = tuple(metrics)
-        ranking_metrics(np.zeros((1, 1)), np.ones((1, 1), dtype=bool), self.metrics)  # validates the names
+        max_cutoff(self.metrics)  # validates the names
         self.doc_ids = list(corpus)
         self.corpus = [_doc_text(corpus[d], d) for d in self.doc_ids]
         judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]

@@ -42,8 +42,12 @@ import torch
 __all__ = [
     "LAREQA_METRICS",
     "MIRACL_METRICS",
+    "check_finite_scores",
+    "max_cutoff",
+    "merge_top_k",
     "ranking_metrics",
     "retrieval_metrics",
+    "top_k_indices",
 ]
 
 #: The metrics of :func:`retrieval_metrics`, in the order they are returned.
@@ -104,6 +108,8 @@ def ranking_metrics(
     *,
     chunk_size: int | None = None,
     reduction: str = "mean",
+    check_finite: bool = True,
+    top_indices: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Any set of rank-based metrics of a score matrix (the general form of :func:`retrieval_metrics`).
 
@@ -114,6 +120,11 @@ def ranking_metrics(
             ``mrr@k`` (any positive ``k``) and ``rank_distance``; returned in this order.
         chunk_size: queries per chunk (default: ``max(16, 2**21 // documents)``).
         reduction: ``"mean"`` or ``"none"`` (per-query float64 numpy arrays).
+        check_finite: raise on NaN/inf scores (two cheap reductions per chunk); a caller that has already
+            checked the same scores may turn it off.
+        top_indices: optional precomputed ``[queries x >= K]`` int64 indices of the first ``K`` documents of
+            each query in the kernel's order (``K`` = the largest cutoff, at most the number of documents), as
+            returned by :func:`top_k_indices` or :func:`merge_top_k`; skips the top-k selection.
 
     Returns:
         ``{metric: value}``.
@@ -143,12 +154,19 @@ def ranking_metrics(
         chunk_size = max(16, _CHUNK_ELEMENTS // n_docs)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if top_indices is not None:
+        top_indices = torch.as_tensor(top_indices)
+        if top_indices.ndim != 2 or top_indices.shape[0] != n_queries or top_indices.shape[1] < top_k:
+            raise ValueError(
+                f"top_indices has shape {tuple(top_indices.shape)}, expected ({n_queries}, >= {top_k})"
+            )
 
     out: dict[str, list[np.ndarray]] = {_name(m): [] for m in parsed}
     for start in range(0, n_queries, chunk_size):
         stop = min(start + chunk_size, n_queries)
         chunk = scores_t[start:stop]
-        _check_finite(chunk, start)
+        if check_finite:
+            _check_finite(chunk, start)
         rel_cols, n_rel = rel.chunk(start, stop, device=chunk.device)
         empty = torch.nonzero(n_rel == 0).flatten()
         if len(empty):
@@ -156,7 +174,8 @@ def ranking_metrics(
                 f"query {start + int(empty[0])} has no relevant document "
                 f"({len(empty)} such queries in rows {start}..{stop - 1}); every query needs at least one"
             )
-        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance)
+        top = None if top_indices is None else top_indices[start:stop, :top_k].to(chunk.device, torch.int64)
+        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance, top)
         for key, v in values.items():
             out[key].append(v.cpu().numpy())
 
@@ -164,6 +183,41 @@ def ranking_metrics(
     if reduction == "none":
         return result
     return {key: float(v.mean(dtype=np.float64)) for key, v in result.items()}
+
+
+def top_k_indices(scores: Any, k: int, *, chunk_size: int | None = None) -> torch.Tensor:
+    """int64 ``[queries x min(k, documents)]``: the first ``k`` documents of each query, in the kernel's order
+    (descending score, ties by lower index).
+
+    Example:
+        >>> top_k_indices(np.array([[0.1, 0.5, 0.5, 0.9]]), 3)
+        tensor([[3, 1, 2]])
+    """
+    s = _as_score_tensor(scores)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, s.shape[1])
+    chunk_size = chunk_size or max(16, _CHUNK_ELEMENTS // max(1, s.shape[1]))
+    parts = [_top_k(s[a : a + chunk_size], k) for a in range(0, s.shape[0], chunk_size)]
+    return torch.cat(parts) if parts else torch.zeros((0, k), dtype=torch.int64)
+
+
+def merge_top_k(scores: Any, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """The first ``k`` documents per query from ``candidates`` ``[queries x C]`` (distinct column indices of
+    ``scores`` that include each query's first ``k``, e.g. the concatenated :func:`top_k_indices` of column
+    blocks), in the kernel's order.
+
+    Example:
+        >>> s = np.array([[0.1, 0.5, 0.5, 0.9]])
+        >>> left, right = top_k_indices(s[:, :2], 2), top_k_indices(s[:, 2:], 2) + 2
+        >>> merge_top_k(s, torch.cat([left, right], 1), 3)
+        tensor([[3, 1, 2]])
+    """
+    s = _as_score_tensor(scores)
+    cand = torch.sort(torch.as_tensor(candidates, dtype=torch.int64).to(s.device), dim=1).values
+    if k > cand.shape[1]:
+        raise ValueError(f"k = {k} but only {cand.shape[1]} candidates per query")
+    return cand.gather(1, _top_k(s.gather(1, cand), k))
 
 
 # --------------------------------------------------------------------------------------------- input
@@ -191,6 +245,11 @@ def _parse_metrics(metrics: Sequence[str]) -> list[tuple[str, int | None]]:
     return parsed
 
 
+def max_cutoff(metrics: Sequence[str]) -> int:
+    """The largest ``k`` among ``metric@k`` names (0 when there is none, e.g. only ``rank_distance``)."""
+    return max((k for _, k in _parse_metrics(metrics) if k is not None), default=0)
+
+
 def _name(metric: tuple[str, int | None]) -> str:
     name, k = metric
     return name if k is None else f"{name}@{k}"
@@ -213,6 +272,11 @@ def _as_score_tensor(scores: Any) -> torch.Tensor:
             raise ValueError(f"scores must be real numbers, got dtype {t.dtype}")
         t = t.to(torch.float64)  # integer scores: exact in float64 up to 2**53
     return t
+
+
+def check_finite_scores(scores: torch.Tensor, start: int = 0) -> None:
+    """Raise ``ValueError`` naming the first NaN/inf entry of ``scores`` (row numbers offset by ``start``)."""
+    _check_finite(scores, start)
 
 
 def _check_finite(chunk: torch.Tensor, start: int) -> None:
@@ -314,9 +378,37 @@ class _Relevance:
 # -------------------------------------------------------------------------------------------- kernel
 
 
+#: Largest block width of the block-max pre-selection in :func:`_top_k`; rows of at least
+#: ``max(_BLOCK_MIN_DOCS, 4 * k * width)`` documents use it, with the widest power-of-two width that fits.
+_BLOCK = 64
+_BLOCK_MIN_DOCS = 512
+
+
 def _top_k(chunk: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``[B x k]`` of the first ``k`` documents under (descending score, ascending index)."""
+    """Indices ``[B x k]`` of the first ``k`` documents under (descending score, ascending index).
+
+    Wide rows are first cut into blocks of ``width`` documents (a power of two up to ``_BLOCK``): the first ``k`` blocks under (descending block
+    maximum, ascending block index) hold the first ``k`` documents (every document scoring above the k-th score
+    lies in a block whose maximum is above it, at most ``k - 1`` such blocks; the lowest-index documents tied
+    at the k-th score lie in the lowest-index blocks whose maximum equals it). A block maximum is a cheap
+    vectorised reduction, so ``torch.topk`` runs on ``k * width`` candidates instead of the whole row.
+    """
     n_docs = chunk.shape[1]
+    width = _BLOCK
+    while width > 8 and n_docs < 4 * k * width:
+        width //= 2
+    if n_docs >= max(_BLOCK_MIN_DOCS, 4 * k * width):
+        n_full = n_docs // width
+        block_max = chunk[:, : n_full * width].reshape(chunk.shape[0], n_full, width).amax(2)
+        if n_docs % width:
+            block_max = torch.cat([block_max, chunk[:, n_full * width :].amax(1, keepdim=True)], 1)
+        blocks = torch.sort(_top_k(block_max, k), dim=1).values  # ascending: candidates in document order
+        cols = (blocks[:, :, None] * width + torch.arange(width, device=chunk.device)).reshape(len(blocks), -1)
+        inside = cols < n_docs
+        cand = chunk.gather(1, cols.clamp(max=n_docs - 1))
+        if not bool(inside.all()):  # past the short last block: -inf never outranks a (finite) score
+            cand = torch.where(inside, cand, -math.inf)
+        return cols.gather(1, _top_k(cand, k))
     if k < n_docs:
         # one more than needed: the k-th score is tied beyond the cut iff the (k+1)-th equals it
         values, idx = torch.topk(chunk, k + 1, dim=1, largest=True, sorted=True)
@@ -341,16 +433,33 @@ def _top_k(chunk: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, by_score)
 
 
-def _rank_of(chunk: torch.Tensor, doc: torch.Tensor) -> torch.Tensor:
-    """1-based full-ranking rank of document ``doc[b]`` for each row ``b`` (counted, not sorted)."""
-    v = chunk.gather(1, doc[:, None])  # [B x 1]
-    before = torch.count_nonzero(chunk > v, dim=1)
-    eq = torch.count_nonzero(chunk == v, dim=1)
-    tied = torch.nonzero(eq > 1).flatten()
+def _count_per_row(mask_of: Any, n_probes: int, numpy_ok: bool) -> Any:
+    """``[B x P]`` int64 counts of ``mask_of(p)`` (a ``[B x D]`` bool array) per row, for each probe ``p``."""
+    if numpy_ok:  # numpy's compare + uint8 add-reduce is ~15x faster than torch's bool reductions on CPU
+        return np.stack(
+            [np.add.reduce(mask_of(p).view(np.uint8), axis=1, dtype=np.int32) for p in range(n_probes)], 1
+        ).astype(np.int64)
+    return torch.stack([torch.count_nonzero(mask_of(p), dim=1) for p in range(n_probes)], 1)
+
+
+def _rank_of(chunk: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
+    """1-based full-ranking ranks ``[B x P]`` of documents ``docs[b, p]`` of each row (counted, not sorted).
+
+    ``rank = #{s > s_j} + #{s == s_j and index < j} + 1``; the index-aware tie count runs only on rows where
+    another document has the probe's exact score.
+    """
+    n_probes = docs.shape[1]
+    v = chunk.gather(1, docs)  # [B x P]
+    numpy_ok = chunk.device.type == "cpu" and chunk.dtype in (torch.float16, torch.float32, torch.float64)
+    c, vv = (chunk.numpy(), v.numpy()) if numpy_ok else (chunk, v)
+    before = _count_per_row(lambda p: c > vv[:, p : p + 1], n_probes, numpy_ok)
+    equal = _count_per_row(lambda p: c == vv[:, p : p + 1], n_probes, numpy_ok)
+    before = torch.as_tensor(before, device=chunk.device)
+    tied = torch.nonzero((torch.as_tensor(equal, device=chunk.device) > 1).any(1)).flatten()
     if len(tied):
         ar = torch.arange(chunk.shape[1], device=chunk.device)
-        sub = chunk[tied]
-        before[tied] += torch.count_nonzero((sub == v[tied]) & (ar < doc[tied, None]), dim=1)
+        sub = chunk[tied][:, None, :]
+        before[tied] += torch.count_nonzero((sub == v[tied][:, :, None]) & (ar < docs[tied, :, None]), dim=2)
     return before + 1
 
 
@@ -361,14 +470,15 @@ def _chunk_metrics(
     parsed: list[tuple[str, int | None]],
     top_k: int,
     want_distance: bool,
+    top: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     dev = chunk.device
     n_rel_f = n_rel.to(torch.float64)
     valid = rel_cols >= 0
-    top: torch.Tensor | None = None
     hits: torch.Tensor | None = None
     if top_k:
-        top = _top_k(chunk, top_k)  # [B x K]
+        if top is None:
+            top = _top_k(chunk, top_k)  # [B x K]
         # hits[b, i]: the document at rank i + 1 is relevant
         hits = (top[:, :, None] == rel_cols[:, None, :]).any(2)
         hits_f = hits.to(torch.float64)
@@ -428,10 +538,17 @@ def _rank_distance(
         found = at_worst.any(1)
         rank_worst[found] = (at_worst.to(torch.int64) * pos).sum(1)[found]
         need_worst &= ~found
-    for need, doc, rank in ((need_best, best, rank_best), (need_worst, worst, rank_worst)):
-        if bool(need.all()):
-            rank[:] = _rank_of(chunk, doc)
-        elif bool(need.any()):
-            rows = torch.nonzero(need).flatten()
-            rank[rows] = _rank_of(chunk[rows], doc[rows])
+    need = need_best | need_worst
+    if bool(need.any()):  # both probes in one sweep over each row that needs either
+        all_rows = bool(need.all())
+        rows = None if all_rows else torch.nonzero(need).flatten()
+        sub = chunk if all_rows else chunk[rows]
+        probes = torch.stack([best, worst], 1) if all_rows else torch.stack([best[rows], worst[rows]], 1)
+        ranks = _rank_of(sub, probes)
+        if all_rows:
+            rank_best = torch.where(need_best, ranks[:, 0], rank_best)
+            rank_worst = torch.where(need_worst, ranks[:, 1], rank_worst)
+        else:
+            rank_best[rows] = torch.where(need_best[rows], ranks[:, 0], rank_best[rows])
+            rank_worst[rows] = torch.where(need_worst[rows], ranks[:, 1], rank_worst[rows])
     return torch.where(n_rel > 1, rank_worst - rank_best, 0)

@@ -7,7 +7,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sentence_transformers_hybrid.metrics import LAREQA_METRICS, ranking_metrics, retrieval_metrics
+from sentence_transformers_hybrid.metrics import (
+    LAREQA_METRICS,
+    merge_top_k,
+    ranking_metrics,
+    retrieval_metrics,
+    top_k_indices,
+)
 
 # ----------------------------------------------------------------------------------- references
 
@@ -139,6 +145,41 @@ def test_matches_brute_force_reference(ties):
     want = reference_metrics(scores, relevance)
     for key in LAREQA_METRICS:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_block_preselection_of_the_top_k_matches_the_reference(monkeypatch, ties):
+    import sentence_transformers_hybrid.metrics as metrics
+
+    # wide rows take the block-max path; force it on small rows (needs >= 4 * k * block), short last block
+    monkeypatch.setattr(metrics, "_BLOCK", 4)
+    monkeypatch.setattr(metrics, "_BLOCK_MIN_DOCS", 0)
+    scores, relevance = random_case(60, 403, max_rel=25, seed=8, ties=ties)  # 403 = 100 * 4 + 3
+    if ties:  # mostly 0, ~10% 1 (the k-th score: tied across blocks), a few 2 in high-index blocks
+        rng = np.random.default_rng(9)
+        scores = (rng.random(scores.shape) < 0.1) + (rng.random(scores.shape) < 0.01).astype(np.float32)
+    scores[::2, -1] = scores.max() + 1  # the last document, alone in the short last block, ranks first
+    got = retrieval_metrics(scores, relevance, reduction="none")
+    want = reference_metrics(scores, relevance)
+    for key in LAREQA_METRICS:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    order = reference_ranking(scores)[:, :20]
+    np.testing.assert_array_equal(metrics._top_k(torch.from_numpy(scores), 20).numpy(), order)
+
+
+def test_top_k_of_column_blocks_merge_into_the_top_k_of_the_rows():
+    scores, relevance = random_case(30, 100, max_rel=12, seed=10, ties=True)
+    edges = [0, 7, 40, 41, 100]  # blocks narrower and wider than k, one of a single document
+    tops = [top_k_indices(scores[:, a:b], 20) + a for a, b in zip(edges, edges[1:])]
+    merged = merge_top_k(scores, torch.cat(tops, 1), 20)
+    np.testing.assert_array_equal(merged.numpy(), reference_ranking(scores)[:, :20])
+    np.testing.assert_array_equal(top_k_indices(scores, 20).numpy(), reference_ranking(scores)[:, :20])
+    with_top = ranking_metrics(scores, relevance, LAREQA_METRICS, top_indices=merged, reduction="none")
+    without = retrieval_metrics(scores, relevance, reduction="none")
+    for key in LAREQA_METRICS:
+        np.testing.assert_array_equal(with_top[key], without[key])
+    with pytest.raises(ValueError, match="top_indices has shape"):
+        ranking_metrics(scores, relevance, LAREQA_METRICS, top_indices=merged[:, :10])
 
 
 def test_chunking_does_not_change_results():
