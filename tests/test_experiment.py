@@ -155,6 +155,7 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
                                            if k in ("train_languages", "eval_languages", "max_train_groups",
                                                     "max_eval_questions")},
                        "name": f"tiny-{backbone}", "seeds": (0,), "alpha_sweep": (), "max_steps": 3, "batch_size": 16,
+                       "max_train_groups": 100, "max_eval_questions": 60, "max_seq_length": 64,
                        "bf16": False, "needs_cuda": False, "eval_batch_size": 64})
     summary = run_experiment(preset, data_dir=data_dir, output_dir=tmp_path / "out", device="cpu",
                              model_path=str(tmp_path / "tiny"))
