@@ -473,6 +473,36 @@ def test_cli_translate_squad_file(tmp_path, squad_file, tiny_m2m):
         assert [row[1:] for row in cache.summary()] == [("en", "de", 5)]  # 3 questions + 2 distinct paragraphs
 
 
+def test_cli_translated_squad_file_trains_with_the_hybrid_sampler(tmp_path, squad_file, tiny_m2m):
+    """The translate issue's end-to-end promise: SQuAD file -> st-hybrid translate -> stock trainer + sampler."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    from sentence_transformers_hybrid import HybridBatchSampler
+    from sentence_transformers_hybrid.cli import main
+    from tests.helpers_models import tiny_static_model
+
+    out = tmp_path / "cli.jsonl"
+    assert main(["translate", "--input", str(squad_file), "--output", str(out), "--target-languages", "de", "zh",
+                 "--source-language", "en", "--model", str(tiny_m2m), "--cache-dir", str(tmp_path / "cache"),
+                 "--max-length", "32", "--device", "cpu"]) == 0
+    corpus = load_parallel_jsonl(out)
+    multi = corpus.languages_per_group >= 2
+    assert multi.any(), "translation produced no parallel group"
+    model = tiny_static_model(corpus.queries + corpus.passages, dim=16, seed=0)
+    before = model.encode(corpus.queries[:2])
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "train"), per_device_train_batch_size=2, max_steps=3, learning_rate=0.1,
+        report_to="none", save_strategy="no",
+        batch_sampler=HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid"),
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
+                                         loss=MultipleNegativesRankingLoss(model))
+    trainer.train()
+    assert trainer.state.global_step == 3
+    assert np.abs(model.encode(corpus.queries[:2]) - before).max() > 0
+
+
 # ------------------------------------------------------------------------------------------------------- backbone
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Linear CKA (Kornblith et al., 2019), feature-space form, in float64."""
