@@ -330,9 +330,9 @@ class E5Backbone(Backbone):
 class HubBackbone(E5Backbone):
     """Any SentenceTransformer path or Hub id (e.g. ``xlm-roberta-base``: mean pooling is added by the library)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, model_path: str | None = None, **kwargs):
         Backbone.__init__(self, *args, **kwargs)
-        self.model_path = self.preset.backbone
+        self.model_path = model_path or self.preset.backbone
 
 
 class FrozenE5Backbone(Backbone):
@@ -392,7 +392,7 @@ def make_backbone(preset: Preset, corpus, bench, out: Path, device: str | None, 
         return FrozenE5Backbone(preset, corpus, bench, out, device, model_path=model_path)
     if preset.backbone == "e5":
         return E5Backbone(preset, corpus, bench, out, device, model_path=model_path)
-    return HubBackbone(preset, corpus, bench, out, device)
+    return HubBackbone(preset, corpus, bench, out, device, model_path=model_path)
 
 
 # ---------------------------------------------------------------------------------------------- train / evaluate

@@ -181,3 +181,22 @@ def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
             assert s.sentences[a] == f.sentences[f.answer_sentence[i]]
             assert s.paragraphs[s.sentence_paragraph[a]] == f.paragraphs[f.sentence_paragraph[f.answer_sentence[i]]]
     assert set(small.group_ids) <= set(full.group_ids[:50])
+
+
+def test_paper_preset_code_path_trains_a_hub_style_backbone(tmp_path, data_dir):
+    """The paper preset loads its backbone by name (Hub id or path); here a tiny local transformer stands in."""
+    from sentence_transformers_hybrid.experiment import HubBackbone, make_backbone, train_model
+    from tests.helpers_models import tiny_transformer_model
+
+    corpus, bench = load_data(PRESETS["smoke"], data_dir)
+    tiny = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
+    tiny.save(str(tmp_path / "tiny"))
+    preset = Preset(**{**PRESETS["paper"].to_dict(), "backbone": str(tmp_path / "tiny"), "bf16": False,
+                       "needs_cuda": False, "max_steps": 2, "batch_size": 8})
+    backbone = make_backbone(preset, corpus, bench, tmp_path, device="cpu")
+    assert isinstance(backbone, HubBackbone)
+    model = backbone.new_model(0)
+    before = model.encode(["Query: hello"])
+    seconds = train_model(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path / "ckpt", backbone.prompts())
+    assert seconds > 0 and np.abs(model.encode(["Query: hello"]) - before).max() > 0
+    assert backbone.prompts() == {"query": "Query: ", "passage": "Passage: "}
