@@ -43,6 +43,14 @@ def score_matrices(bench, q_emb: dict, c_emb: dict) -> dict[str, torch.Tensor]:
     return {x: torch.nn.functional.normalize(q_emb[x], dim=-1) @ pool.T for x in bench.languages}
 
 
+def _rows(scores: torch.Tensor, top: torch.Tensor, rows: np.ndarray):
+    """The queries with a relevant candidate, copied only when some are left out (as the evaluator does)."""
+    if len(rows) == scores.shape[0]:
+        return scores, top
+    index = torch.as_tensor(rows)
+    return scores.index_select(0, index), top.index_select(0, index)
+
+
 def ours_from_scores(bench, scores: dict) -> float:
     """The evaluator's metric work on precomputed score matrices (as in compute_metrics_from_embeddings):
     finite check, top 20 of every language block, merged into the multi top 20, relevance + kernel, 132 pairs."""
@@ -54,14 +62,12 @@ def ours_from_scores(bench, scores: dict) -> float:
         tops = [top_k_indices(s[:, offsets[j] : offsets[j + 1]], 20) for j in range(len(bench.languages))]
         multi_top = merge_top_k(s, torch.cat([t + offsets[j] for j, t in enumerate(tops)], 1), 20)
         rows, rel = bench.relevance(x)
-        index = torch.as_tensor(rows)
-        ranking_metrics(s.index_select(0, index), rel, LAREQA_METRICS, check_finite=False,
-                        top_indices=multi_top.index_select(0, index))  # fmt: skip
+        sc, top = _rows(s, multi_top, rows)
+        ranking_metrics(sc, rel, LAREQA_METRICS, check_finite=False, top_indices=top)
         for j, y in enumerate(bench.languages):
             rows, rel = bench.relevance(x, y)
-            index = torch.as_tensor(rows)
-            block = s[:, offsets[j] : offsets[j + 1]].index_select(0, index)
-            ranking_metrics(block, rel, LAREQA_METRICS, check_finite=False, top_indices=tops[j].index_select(0, index))
+            sc, top = _rows(s[:, offsets[j] : offsets[j + 1]], tops[j], rows)
+            ranking_metrics(sc, rel, LAREQA_METRICS, check_finite=False, top_indices=top)
     return time.perf_counter() - start
 
 
