@@ -124,16 +124,8 @@ def cmd_cka(args: argparse.Namespace) -> int:
     evaluator = CKAEvaluator.from_benchmark(bench, name=bench.name, batch_size=args.batch_size, prompt=args.prompt)
     metrics = evaluator(model, output_path=str(out))
     print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
-    langs = sorted(bench.languages)
-    import numpy as np
-
-    mat = np.eye(len(langs))
-    for i, a in enumerate(langs):
-        for j, b in enumerate(langs):
-            key = f"{bench.name}_cka_{min(a, b)}_{max(a, b)}"
-            if a != b and key in metrics:
-                mat[i, j] = metrics[key]
-    plot_cka_heatmap(mat, langs, langs, out / "cka_heatmap.png", title=f"linear CKA ({bench.name})")
+    plot_cka_heatmap(evaluator.last_matrix, evaluator.languages, evaluator.languages, out / "cka_heatmap.png",
+                     title=f"linear CKA ({bench.name})")
     return 0
 
 

@@ -200,3 +200,24 @@ def test_paper_preset_code_path_trains_a_hub_style_backbone(tmp_path, data_dir):
     seconds = train_model(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path / "ckpt", backbone.prompts())
     assert seconds > 0 and np.abs(model.encode(["Query: hello"]) - before).max() > 0
     assert backbone.prompts() == {"query": "Query: ", "passage": "Passage: "}
+
+
+def test_cli_train_evaluate_and_cka_on_a_tiny_model(tmp_path, data_dir):
+    from tests.helpers_models import tiny_static_model
+
+    corpus, _ = load_data(PRESETS["smoke"], data_dir)
+    tiny_static_model(corpus.queries + corpus.passages, dim=16, seed=0).save(str(tmp_path / "tiny"))
+    common = ["--data-dir", str(data_dir), "--languages", "de", "en", "--device", "cpu"]
+    assert main(["train", "--model", str(tmp_path / "tiny"), "--train-data", "xquad-r", "--output-dir",
+                 str(tmp_path / "train"), "--max-steps", "2", "--per-device-train-batch-size", "8",
+                 "--learning-rate", "0.05", "--query-prompt", "", "--passage-prompt", "", *common]) == 0
+    trained = tmp_path / "train" / "model"
+    assert json.loads((trained / "hybrid_sampler_config.json").read_text())["mode"] == "hybrid"
+    assert json.loads((tmp_path / "train" / "train_config.json").read_text())["max_steps"] == 2
+    assert main(["evaluate", "--model", str(trained), "--benchmark", "xquad-r", "--output-dir", str(tmp_path / "ev"),
+                 "--sentences-only", *common]) == 0
+    summary = next((tmp_path / "ev").glob("*summary.json"))
+    assert "multi_map@20" in summary.read_text()
+    assert main(["cka", "--model", str(trained), "--benchmark", "xquad-r", "--output-dir", str(tmp_path / "cka"),
+                 *common]) == 0
+    assert (tmp_path / "cka" / "cka_heatmap.png").stat().st_size > 1000
