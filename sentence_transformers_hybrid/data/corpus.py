@@ -206,14 +206,12 @@ class ParallelCorpus:
         _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         dup_mask = np.ones(len(key), dtype=bool)
         dup_mask[first] = False
+
+        def where(row: int) -> dict[str, Any]:
+            return {"file": name, "row": int(row), "group": groups[group_codes[row]], "language": languages[lang_codes[row]]}
+
         for row in np.flatnonzero(dup_mask):
-            validator.problem(
-                f"duplicate (group, lang): also at row {int(first[inverse[row]])}",
-                file=name,
-                row=int(row),
-                group=groups[group_codes[row]],
-                language=languages[lang_codes[row]],
-            )
+            validator.problem(f"duplicate (group, lang): also at row {int(first[inverse[row]])}", **where(row))
         # source must be constant within a group
         source_codes, sources = _encode(table["source"])
         group_source = np.full(len(groups), -1, dtype=np.int64)
@@ -221,11 +219,9 @@ class ParallelCorpus:
         bad_source = source_codes != group_source[group_codes]
         for row in np.flatnonzero(bad_source & ~dup_mask):
             validator.problem(
-                f"source {sources[source_codes[row]]!r} differs from the group's source {sources[group_source[group_codes[row]]]!r}",
-                file=name,
-                row=int(row),
-                group=groups[group_codes[row]],
-                language=languages[lang_codes[row]],
+                f"source {sources[source_codes[row]]!r} differs from the group's source "
+                f"{sources[group_source[group_codes[row]]]!r}",
+                **where(row),
             )
         keep = ~(dup_mask | bad_source)
         if not keep.all():
