@@ -52,7 +52,6 @@ def synthetic_corpus(n_groups: int, n_langs: int, missing: float = 0.0, seed: in
 
 def bench_epoch(corpus, batch_size: int, subset: int, repeats: int = 5) -> None:
     import torch
-    from datasets import Dataset
     from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
     from torch.utils.data import RandomSampler
 

@@ -21,8 +21,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -540,7 +539,6 @@ def run_experiment(
         _write_json(pretrained_file, pretrained)
 
     results = []
-    saved_modes: set[str] = set()
     for spec in plan_runs(preset):
         run_file = runs_dir / f"{spec.run_id}.json"
         if resume and run_file.is_file():
@@ -563,7 +561,6 @@ def run_experiment(
         _write_json(run_file, record)
         shutil.rmtree(out / "checkpoints" / spec.run_id, ignore_errors=True)
         results.append(record)
-        saved_modes.add(spec.mode)
 
     if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
         (out / "checkpoints").rmdir()

@@ -11,7 +11,6 @@ import math
 import os
 import pickle
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
