@@ -567,8 +567,18 @@ def run_experiment(
     summary = report.summarise(preset, pretrained, results)
     summary["config"] = config
     _write_json(out / "results.json", summary)
+    _write_json(out / "runs.json", report.runs_json(summary, device=_device_name(device), command=command))
     report.write_report(out, summary)
     return summary
+
+
+def _device_name(device: str | None) -> str:
+    """What ran the experiment, in words (GPU name, or the CPU)."""
+    import torch
+
+    if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
 def _model_dir(out: Path, spec: RunSpec, preset: Preset) -> Path | None:

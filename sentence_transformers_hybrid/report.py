@@ -119,6 +119,26 @@ def sweep_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RUN_KEYS = ("mode", "alpha", "seed", "mono_map@20", "cross_map@20", "multi_map@20", "rank_distance", "cka_by_layer",
+            "train_seconds")
+
+
+def runs_json(summary: dict[str, Any], device: str, command: str | None = None) -> dict[str, Any]:
+    """The compact record of an experiment (``runs.json``): ``{"device", "command", "config", "pretrained",
+    "runs": [{mode, alpha, seed, mono/cross/multi map@20, rank_distance, cka_by_layer, train_seconds}]}``."""
+    pretrained = summary.get("pretrained") or {}
+    flat_pretrained = {f"{s}_map@20": pretrained.get(s, {}).get("map@20") for s in SETTINGS}
+    flat_pretrained.update(rank_distance=pretrained.get("rank_distance"), cka_by_layer=pretrained.get("cka_by_layer"))
+    config = summary.get("config") or {}
+    return {
+        "device": device,
+        "command": command if command is not None else config.get("command"),
+        "config": config,
+        "pretrained": flat_pretrained,
+        "runs": [{k: r.get(k) for k in RUN_KEYS} for r in summary.get("runs", [])],
+    }
+
+
 # ------------------------------------------------------------------------------------------- plots
 def _plt():
     import matplotlib

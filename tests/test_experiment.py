@@ -48,6 +48,14 @@ def test_smoke_preset_writes_results_table_plots_and_cards(smoke_run):
         assert (out / png).stat().st_size > 1000
     config = json.loads((out / "config.json").read_text())
     assert config["preset"]["name"] == "smoke" and len(config["runs"]) == 5
+    runs = json.loads((out / "runs.json").read_text())
+    assert set(runs) == {"device", "command", "config", "pretrained", "runs"}
+    assert runs["device"].startswith("cpu") and len(runs["runs"]) == 5
+    for r in runs["runs"]:
+        assert set(r) == {"mode", "alpha", "seed", "mono_map@20", "cross_map@20", "multi_map@20", "rank_distance",
+                          "cka_by_layer", "train_seconds"}
+        assert r["train_seconds"] > 0
+    assert runs["pretrained"]["multi_map@20"] == results["pretrained"]["multi"]["map@20"]
 
 
 def test_model_card_names_sampler_mode_alpha_seed_data_and_results(smoke_run):
