@@ -56,7 +56,41 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a @ b.T
 
 
-class MultilingualRetrievalEvaluator(SentenceEvaluator):
+class _QueryDocumentEncoding:
+    """What both evaluators share: the encoding settings, encoding queries / documents with them, and their config."""
+
+    _PROMPT_KEYS = ("query_prompt", "query_prompt_name", "corpus_prompt", "corpus_prompt_name", "truncate_dim")
+
+    def _set_encoding(self, batch_size: int, query_prompt: str | None, corpus_prompt: str | None,
+                      query_prompt_name: str | None, corpus_prompt_name: str | None,
+                      show_progress_bar: bool | None, truncate_dim: int | None, write_csv: bool) -> None:
+        self.batch_size = batch_size
+        self.query_prompt = query_prompt
+        self.corpus_prompt = corpus_prompt
+        self.query_prompt_name = query_prompt_name
+        self.corpus_prompt_name = corpus_prompt_name
+        self.show_progress_bar = _default_progress(show_progress_bar)
+        self.truncate_dim = truncate_dim
+        self.write_csv = write_csv
+
+    def _encode(self, model: SentenceTransformer, texts: list[str], side: str) -> torch.Tensor:
+        """``model.encode_query`` (side "query") or ``model.encode_document`` (side "corpus") with our settings."""
+        encode = model.encode_query if side == "query" else model.encode_document
+        return encode(
+            texts,
+            prompt_name=getattr(self, f"{side}_prompt_name"),
+            prompt=getattr(self, f"{side}_prompt"),
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress_bar,
+            convert_to_tensor=True,
+            truncate_dim=self.truncate_dim,
+        )
+
+    def _prompt_config(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self._PROMPT_KEYS if getattr(self, key) is not None}
+
+
+class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
     """LAReQA answer retrieval in the mono, cross and multi settings, with the language-bias rank distance.
 
     For every query language ``X`` and every setting:
@@ -149,15 +183,9 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
         self.benchmark = benchmark
         self.name = benchmark.name if name is None else name
         self.languages = languages
-        self.batch_size = batch_size
-        self.query_prompt = query_prompt
-        self.corpus_prompt = corpus_prompt
-        self.query_prompt_name = query_prompt_name
-        self.corpus_prompt_name = corpus_prompt_name
-        self.show_progress_bar = _default_progress(show_progress_bar)
+        self._set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
+                           show_progress_bar, truncate_dim, write_csv)
         self.candidate_context = candidate_context
-        self.truncate_dim = truncate_dim
-        self.write_csv = write_csv
         self.chunk_size = chunk_size
         self.metrics = LAREQA_METRICS
         main = "multi" if "multi" in self.settings else self.settings[0]
@@ -182,24 +210,8 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
         """``(query_embeddings, candidate_embeddings)``: one tensor per language, each text encoded once."""
         queries, candidates = {}, {}
         for lang in self.languages:
-            queries[lang] = model.encode_query(
-                self.query_texts(lang),
-                prompt_name=self.query_prompt_name,
-                prompt=self.query_prompt,
-                batch_size=self.batch_size,
-                show_progress_bar=self.show_progress_bar,
-                convert_to_tensor=True,
-                truncate_dim=self.truncate_dim,
-            )
-            candidates[lang] = model.encode_document(
-                self.candidate_texts(lang),
-                prompt_name=self.corpus_prompt_name,
-                prompt=self.corpus_prompt,
-                batch_size=self.batch_size,
-                show_progress_bar=self.show_progress_bar,
-                convert_to_tensor=True,
-                truncate_dim=self.truncate_dim,
-            )
+            queries[lang] = self._encode(model, self.query_texts(lang), "query")
+            candidates[lang] = self._encode(model, self.candidate_texts(lang), "corpus")
         return queries, candidates
 
     # ----------------------------------------------------------------------------------------- scoring
@@ -376,14 +388,10 @@ class MultilingualRetrievalEvaluator(SentenceEvaluator):
             json.dump(history, f, indent=2)
 
     def get_config_dict(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"languages": list(self.languages), "candidate_context": self.candidate_context}
-        for key in ("query_prompt", "query_prompt_name", "corpus_prompt", "corpus_prompt_name", "truncate_dim"):
-            if getattr(self, key) is not None:
-                config[key] = getattr(self, key)
-        return config
+        return {"languages": list(self.languages), "candidate_context": self.candidate_context, **self._prompt_config()}
 
 
-class BEIRRetrievalEvaluator(SentenceEvaluator):
+class BEIRRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
     """Retrieval on a BEIR-format data set (e.g. a MIRACL language): nDCG@10 and Recall@100 by default.
 
     Takes BEIR's dicts as they are: ``corpus[doc_id] = {"title": ..., "text": ...}`` (or a plain string),
@@ -448,14 +456,8 @@ class BEIRRetrievalEvaluator(SentenceEvaluator):
         self.queries = [queries[q] for q in judged]
         self.relevance_matrix = relevance_from_qrels(qrels, self.query_ids, self.doc_ids)
         self.name = name
-        self.batch_size = batch_size
-        self.query_prompt = query_prompt
-        self.corpus_prompt = corpus_prompt
-        self.query_prompt_name = query_prompt_name
-        self.corpus_prompt_name = corpus_prompt_name
-        self.show_progress_bar = _default_progress(show_progress_bar)
-        self.truncate_dim = truncate_dim
-        self.write_csv = write_csv
+        self._set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
+                           show_progress_bar, truncate_dim, write_csv)
         self.query_chunk_size = query_chunk_size
         self.primary_metric = self.metrics[0]
         self.csv_file = "BEIR-Retrieval_evaluation" + (f"_{name}" if name else "") + "_results.csv"
@@ -492,11 +494,8 @@ class BEIRRetrievalEvaluator(SentenceEvaluator):
     ) -> dict[str, float]:
         logger.info(f"BEIR retrieval evaluation on {self.name or 'the data set'}: {len(self.queries)} queries, "
                     f"{len(self.corpus)} documents")
-        common = dict(batch_size=self.batch_size, show_progress_bar=self.show_progress_bar,
-                      convert_to_tensor=True, truncate_dim=self.truncate_dim)
-        q = model.encode_query(self.queries, prompt_name=self.query_prompt_name, prompt=self.query_prompt, **common)
-        c = model.encode_document(self.corpus, prompt_name=self.corpus_prompt_name, prompt=self.corpus_prompt,
-                                  **common)
+        q = self._encode(model, self.queries, "query")
+        c = self._encode(model, self.corpus, "corpus")
         summary = self.compute_metrics_from_embeddings(q, c, similarity=model.similarity)
         logger.info("  " + "  ".join(f"{m}: {v:.4f}" for m, v in summary.items()))
         if output_path is not None and self.write_csv:
@@ -522,11 +521,7 @@ class BEIRRetrievalEvaluator(SentenceEvaluator):
         return cls(corpus, queries, qrels, **kwargs)
 
     def get_config_dict(self) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for key in ("query_prompt", "query_prompt_name", "corpus_prompt", "corpus_prompt_name", "truncate_dim"):
-            if getattr(self, key) is not None:
-                config[key] = getattr(self, key)
-        return config
+        return self._prompt_config()
 
 
 def _doc_text(doc: Any, doc_id: str) -> str:
