@@ -1,4 +1,4 @@
-"""Benchmark: sentence_transformers_hybrid.cka.linear_cka against ckatorch and pytorch-cka on the same data.
+"""Benchmark: sentence_transformers_hybrid.metrics.cka.linear_cka against ckatorch and pytorch-cka on the same data.
 
 Run once from the repository root (2 cores, ~24 GB RAM):
 
@@ -143,7 +143,7 @@ def peak_memory_growth(fn) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    from sentence_transformers_hybrid.cka import linear_cka
+    from sentence_transformers_hybrid.metrics.cka import linear_cka
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-20k", action="store_true", help="skip the ckatorch run at n=20,000 (needs ~16 GB)")

@@ -210,23 +210,25 @@ def bench_training(n_groups: int, n_langs: int, batch_size: int, steps: int, rep
         if model_kind == "static":
             model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_dim=64)], device="cpu")
         else:
-            from tests.helpers_models import tiny_transformer_model
+            from sentence_transformers_hybrid.testing import tiny_transformer_model
 
             texts = corpus.query_texts(np.arange(0, corpus.num_rows, 50)) + corpus.passage_texts(np.arange(0, corpus.num_rows, 50))
             model = tiny_transformer_model(out + "-model", texts, hidden_size=64, intermediate_size=128)
         kwargs = dict(output_dir=out, per_device_train_batch_size=batch_size, learning_rate=3e-5, weight_decay=0.01,
                       prompts={"query": "Query: ", "passage": "Passage: "}, max_steps=steps, report_to="none",
                       use_cpu=True, disable_tqdm=True, save_strategy="no", logging_strategy="no", seed=0)
+        callbacks = [_StepClock(warmup)]
+        clock = callbacks[0]
         if kind == "hybrid":
-            args = SentenceTransformerTrainingArguments(
-                batch_sampler=HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid"), **kwargs)
+            factory = HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid")
+            args = SentenceTransformerTrainingArguments(batch_sampler=factory, **kwargs)
             train = corpus.to_dataset()
+            callbacks.append(factory.callback)
         else:
             args = SentenceTransformerTrainingArguments(**kwargs)
             train = rows
-        clock = _StepClock(warmup)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
-                                             loss=MultipleNegativesRankingLoss(model), callbacks=[clock])
+                                             loss=MultipleNegativesRankingLoss(model), callbacks=callbacks)
         trainer.train()
         n = (steps - warmup) * batch_size  # steady state: start-up excluded
         return n / (clock.cpu_end - clock.cpu_start), n / (clock.end - clock.start)

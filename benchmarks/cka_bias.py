@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sentence_transformers_hybrid.cka import linear_cka  # noqa: E402
+from sentence_transformers_hybrid.metrics.cka import linear_cka  # noqa: E402
 
 SEEDS = 5
 

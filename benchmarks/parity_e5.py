@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np  # noqa: E402
 from helpers_e5 import c_engine  # noqa: E402
 
-from sentence_transformers_hybrid.convert import (  # noqa: E402
-    build_e5_tokenizer, collect_texts, convert_e5_small, read_e5_weight_file)
+from sentence_transformers_hybrid.models.e5 import build_e5_tokenizer, convert_e5_small, read_e5_weight_file  # noqa: E402
+from sentence_transformers_hybrid.models.trim import collect_texts  # noqa: E402
 
 
 def main() -> None:

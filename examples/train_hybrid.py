@@ -40,11 +40,11 @@ def main() -> None:
     training_args = SentenceTransformerTrainingArguments(
         output_dir=args.output_dir, per_device_train_batch_size=args.batch_size, learning_rate=3e-5,
         weight_decay=0.01, max_steps=args.max_steps, logging_steps=1, report_to="none",
-        batch_sampler=HybridBatchSampler.configure(corpus, alpha=args.alpha, mode="hybrid"),
+        batch_sampler=(sampler := HybridBatchSampler.configure(corpus, alpha=args.alpha, mode="hybrid")),
         prompts={"query": "query: ", "passage": "passage: "},
     )
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=corpus.to_dataset(),
-                                         loss=MultipleNegativesRankingLoss(model))
+                                         loss=MultipleNegativesRankingLoss(model), callbacks=[sampler.callback])
     trainer.train()
     model.save(os.path.join(args.output_dir, "final"))
     print("losses:", [round(h["loss"], 3) for h in trainer.state.log_history if "loss" in h])

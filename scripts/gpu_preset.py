@@ -34,7 +34,7 @@ WHEELS = ["datasets", "dill", "multiprocess", "xxhash", "fsspec", "beir", "pytre
 
 def pack(data_dir: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from sentence_transformers_hybrid.convert import collect_texts, trim_e5_weight_file
+    from sentence_transformers_hybrid.models.trim import collect_texts, trim_e5_weight_file
 
     CARRY.mkdir(exist_ok=True)
     texts = collect_texts(data_dir)
@@ -71,7 +71,7 @@ def run(output_dir: Path) -> None:
         tar.extractall(data, filter="data")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("STH_CACHE_DIR", "/tmp/sth-cache")
-    from sentence_transformers_hybrid.convert import convert_e5_small
+    from sentence_transformers_hybrid.models.e5 import convert_e5_small
     from sentence_transformers_hybrid.experiment import run_experiment
 
     model = convert_e5_small(output_dir="/tmp/e5-small-lareqa", model_file=CARRY / "e5-lareqa-q4.bin")

@@ -1,28 +1,15 @@
 """sentence-transformers-hybrid: hybrid-batch training and evaluation of multilingual retrievers.
 
 The public API, nothing else: data types and loaders, the sampler and loss, the evaluators and metric kernels,
-CKA, translate-train, the offline encoder converter, and the experiment runner.
+CKA, translate-train, the offline encoder converter, and the experiment runner. Where each lives:
+``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .backbones import m2m100_encoder
-from .beir_interop import beir_evaluate, load_beir_folder, relevance_from_qrels, run_from_scores
-from .cka import (
-    MinibatchCKA,
-    cka_matrix,
-    gram_cka,
-    layer_embeddings,
-    layerwise_cka,
-    linear_cka,
-    linear_cka_matrix,
-    minibatch_cka,
-    plot_cka_heatmap,
-    rbf_cka,
-)
-from .convert import collect_texts, convert_e5_small, freeze_word_embeddings, trim_e5_weight_file, trim_vocabulary
+from . import _compat
 from .data import (
     CANDIDATE_WITH_CONTEXT,
     LAREQA_LANGUAGES,
@@ -37,16 +24,46 @@ from .data import (
     load_squad_parallel,
     split_sentences,
 )
-from .data.sources import pairs_to_corpus, squad_to_corpus
-from .evaluation import BEIRRetrievalEvaluator, MultilingualRetrievalEvaluator
-from .evaluation_cka import CKAEvaluator
-from .experiment import PRESETS, Preset, run_experiment
-from .frozen import EmbeddingCache, EmbeddingLookup
-from .hub import push_model
+from .data import pairs_to_corpus, squad_to_corpus
+from .evaluation import (
+    BEIRRetrievalEvaluator,
+    CKAEvaluator,
+    MultilingualRetrievalEvaluator,
+    beir_evaluate,
+    cka_matrix,
+    layer_embeddings,
+    layerwise_cka,
+    load_beir_folder,
+    plot_cka_heatmap,
+    relevance_from_qrels,
+    run_from_scores,
+)
+from .experiment import PRESETS, Preset, push_model, run_experiment
 from .losses import hybrid_loss
-from .metrics import ranking_metrics, retrieval_metrics
+from .metrics import (
+    MinibatchCKA,
+    gram_cka,
+    linear_cka,
+    linear_cka_matrix,
+    minibatch_cka,
+    ranking_metrics,
+    rbf_cka,
+    retrieval_metrics,
+)
+from .models import (
+    EmbeddingCache,
+    EmbeddingLookup,
+    collect_texts,
+    convert_e5_small,
+    freeze_word_embeddings,
+    m2m100_encoder,
+    trim_e5_weight_file,
+    trim_vocabulary,
+)
 from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback, training_dataset
 from .translate import M2M100Translator, TranslationCache, translate_file, translate_parallel
+
+_compat.install()
 
 __all__ = [
     "BEIRRetrievalEvaluator",

@@ -60,7 +60,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
         model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **overrides,
     )
-    from .report import results_table
+    from .experiment.report import results_table
 
     print(results_table(summary))
     print(f"\nwritten: {Path(args.output_dir) / 'results.json'}, results.md, plots, models/")
@@ -70,7 +70,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from .experiment import Preset, RunSpec, train_model
+    from .experiment.presets import Preset, RunSpec
+    from .experiment.runner import train_run
+    from .sampling import write_sampler_config
 
     corpus = _load_corpus(args.train_data, args.data_dir, args.languages)
     preset = Preset(name="custom", description="st-hybrid train", backbone=args.model, batch_size=args.per_device_train_batch_size,
@@ -83,13 +85,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
     spec = RunSpec(args.mode, args.alpha if args.mode == "hybrid" else None, args.seed)
-    seconds = train_model(model, corpus, spec, preset, out / "checkpoints",
-                          {"query": args.query_prompt, "passage": args.passage_prompt}, resume=args.resume)
+    trained = train_run(model, corpus, spec, preset, out / "checkpoints",
+                        {"query": args.query_prompt, "passage": args.passage_prompt}, resume=args.resume)
     model.save(str(out / "model"))
-    (out / "model" / "hybrid_sampler_config.json").write_text(json.dumps(
-        {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "batch_size": preset.batch_size,
-         "languages": corpus.languages, "sources": corpus.sources, "train_seconds": seconds}, indent=2))
-    print(f"trained in {seconds:.1f} s; model written to {out / 'model'}")
+    write_sampler_config(out / "model", {**trained.sampler_config, "train_seconds": trained.seconds})
+    print(f"trained in {trained.seconds:.1f} s; model written to {out / 'model'}")
     return 0
 
 
@@ -114,8 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cka(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
-    from .cka import plot_cka_heatmap
-    from .evaluation_cka import CKAEvaluator
+    from .evaluation.cka import CKAEvaluator, plot_cka_heatmap
 
     bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
     model = SentenceTransformer(args.model, device=args.device)
@@ -131,7 +130,7 @@ def cmd_cka(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiment import PRESETS, resolve_preset
-    from .report import summarise, write_report
+    from .experiment.report import summarise, write_report
 
     out = Path(args.output_dir)
     cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -148,7 +147,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .hub import push_model
+    from .experiment.hub import push_model
 
     token = args.token or os.environ.get("HF_TOKEN")
     result = push_model(args.model_dir, args.repo_id, token=token, private=args.private, dry_run=not args.no_dry_run,
@@ -170,18 +169,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_e5(args: argparse.Namespace) -> int:
-    from . import convert
+    from .models.e5 import convert_e5_small
+    from .models.trim import collect_texts, trim_e5_weight_file
 
     if args.trim_to:
         if not args.q4_output:
             raise SystemExit("--trim-to needs --q4-output FILE (the trimmed weight file to write)")
-        texts = convert.collect_texts(args.trim_to)
-        path = convert.trim_e5_weight_file(texts, args.q4_output, model_file=args.model_file)
+        texts = collect_texts(args.trim_to)
+        path = trim_e5_weight_file(texts, args.q4_output, model_file=args.model_file)
         print(f"trimmed weight file: {path}")
         if args.output_dir:
-            print(convert.convert_e5_small(output_dir=args.output_dir, model_file=args.q4_output))
+            print(convert_e5_small(output_dir=args.output_dir, model_file=args.q4_output))
         return 0
-    print(convert.convert_e5_small(output_dir=args.output_dir, model_file=args.model_file))
+    print(convert_e5_small(output_dir=args.output_dir, model_file=args.model_file))
     return 0
 
 

@@ -262,14 +262,14 @@ def texts() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, texts):
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     return tiny_transformer_model(tmp_path_factory.mktemp("m0"), [t for v in texts.values() for t in v], seed=0)
 
 
 @pytest.fixture(scope="module")
 def tiny_model_b(tmp_path_factory, texts):
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     return tiny_transformer_model(tmp_path_factory.mktemp("m1"), [t for v in texts.values() for t in v], seed=1)
 
@@ -343,7 +343,7 @@ def test_cka_matrix_between_two_models_layer_by_layer(tiny_model, tiny_model_b, 
 
 
 def test_layerwise_helpers_need_a_transformer(texts):
-    from tests.helpers_models import tiny_static_model
+    from sentence_transformers_hybrid.testing import tiny_static_model
 
     static = tiny_static_model(texts["en"])
     with pytest.raises(ValueError, match="Hugging Face transformer"):
@@ -469,7 +469,7 @@ def test_evaluator_runs_inside_the_trainer(tmp_path, texts):
     except ImportError:  # sentence-transformers 5.x
         from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     model = tiny_transformer_model(tmp_path / "m", [t for v in texts.values() for t in v], seed=2)
     ev = CKAEvaluator(texts, name="toy")

@@ -109,7 +109,7 @@ def test_reader_reads_the_documented_architecture(weight_file):
 
 def test_dequantize_q4_0_matches_a_scalar_reference():
     rng = np.random.default_rng(0)
-    blocks = np.zeros(6, convert._Q4_BLOCK)
+    blocks = np.zeros(6, convert.Q4_BLOCK)
     blocks["d"] = rng.normal(size=6).astype(np.float16)
     blocks["qs"] = rng.integers(0, 256, size=(6, 16), dtype=np.uint8)
     raw = blocks.tobytes()
@@ -148,7 +148,7 @@ def test_failed_conversion_leaves_no_directory(tmp_path, trimmed_file):
     wf = convert.read_e5_weight_file(trimmed_file)
     del wf.tensors["l11.fo.w"]  # valid file, one tensor missing: fails mid-conversion
     broken = tmp_path / "broken.bin"
-    convert._write_e5_weight_file(wf, broken)
+    convert.write_e5_weight_file(wf, broken)
     out = tmp_path / "out" / "model"
     with pytest.raises(ValueError, match=r"broken\.bin: tensor 'l11\.fo\.w' missing"):
         convert.convert_e5_small(out, broken)
@@ -236,7 +236,7 @@ def test_freeze_word_embeddings_keeps_embeddings_fixed_during_a_step(trimmed_mod
     import torch
 
     model = copy.deepcopy(trimmed_model)  # the session model stays untouched
-    emb = convert._word_embeddings(model)
+    emb = convert.word_embeddings(model)
     n = convert.freeze_word_embeddings(model)
     assert n == emb.weight.numel() and not emb.weight.requires_grad
     trainable = [p for p in model.parameters() if p.requires_grad]

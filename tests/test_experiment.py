@@ -150,7 +150,7 @@ def test_parallel_questions_align_by_id(data_dir):
 
 @pytest.mark.parametrize("backbone", ["e5", "e5-frozen"])
 def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone):
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     corpus, _ = load_data(PRESETS["smoke"], data_dir)
     model = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
@@ -194,7 +194,7 @@ def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
 def test_paper_preset_code_path_trains_a_hub_style_backbone(tmp_path, data_dir):
     """The paper preset loads its backbone by name (Hub id or path); here a tiny local transformer stands in."""
     from sentence_transformers_hybrid.experiment import HubBackbone, make_backbone, train_model
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     corpus, bench = load_data(PRESETS["smoke"], data_dir)
     tiny = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
@@ -211,7 +211,7 @@ def test_paper_preset_code_path_trains_a_hub_style_backbone(tmp_path, data_dir):
 
 
 def test_cli_train_evaluate_and_cka_on_a_tiny_model(tmp_path, data_dir):
-    from tests.helpers_models import tiny_static_model
+    from sentence_transformers_hybrid.testing import tiny_static_model
 
     corpus, _ = load_data(PRESETS["smoke"], data_dir)
     tiny_static_model(corpus.queries + corpus.passages, dim=16, seed=0).save(str(tmp_path / "tiny"))

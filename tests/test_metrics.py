@@ -149,7 +149,7 @@ def test_matches_brute_force_reference(ties):
 
 @pytest.mark.parametrize("ties", [False, True])
 def test_block_preselection_of_the_top_k_matches_the_reference(monkeypatch, ties):
-    import sentence_transformers_hybrid.metrics as metrics
+    import sentence_transformers_hybrid.metrics.retrieval as metrics
 
     # wide rows take the block-max path; force it on small rows (needs >= 4 * k * block), short last block
     monkeypatch.setattr(metrics, "_BLOCK", 4)

@@ -388,7 +388,7 @@ def test_hybrid_loss_cached_path_is_cached_mnrl_with_the_same_loss(tmp_path):
     from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 
     from sentence_transformers_hybrid.losses import hybrid_loss
-    from tests.helpers_models import tiny_transformer_model
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
 
     texts = [f"question {i} about topic {i % 7}" for i in range(40)]
     model = tiny_transformer_model(tmp_path, texts)
@@ -408,15 +408,16 @@ def _train(corpus, out, max_steps, save_steps=None, resume=None, per_device=8):
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     model = _tiny_model([r["query"] + r["passage"] for r in corpus.to_records()])
+    factory = HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid")
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=per_device, learning_rate=3e-5, weight_decay=0.01,
-        batch_sampler=HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid"),
+        batch_sampler=factory,
         prompts={"query": "Query: ", "passage": "Passage: "},
         max_steps=max_steps, save_steps=save_steps or max_steps, report_to="none", use_cpu=True,
         disable_tqdm=True, dataloader_drop_last=False,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
-                                         loss=MultipleNegativesRankingLoss(model))
+                                         loss=MultipleNegativesRankingLoss(model), callbacks=[factory.callback])
     seen = []
     collate = trainer.data_collator.preprocess_fn
 

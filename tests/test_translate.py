@@ -480,7 +480,7 @@ def test_cli_translated_squad_file_trains_with_the_hybrid_sampler(tmp_path, squa
 
     from sentence_transformers_hybrid import HybridBatchSampler
     from sentence_transformers_hybrid.cli import main
-    from tests.helpers_models import tiny_static_model
+    from sentence_transformers_hybrid.testing import tiny_static_model
 
     out = tmp_path / "cli.jsonl"
     assert main(["translate", "--input", str(squad_file), "--output", str(out), "--target-languages", "de", "zh",
@@ -494,10 +494,10 @@ def test_cli_translated_squad_file_trains_with_the_hybrid_sampler(tmp_path, squa
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path / "train"), per_device_train_batch_size=2, max_steps=3, learning_rate=0.1,
         report_to="none", save_strategy="no",
-        batch_sampler=HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid"),
+        batch_sampler=(factory := HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid")),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
-                                         loss=MultipleNegativesRankingLoss(model))
+                                         loss=MultipleNegativesRankingLoss(model), callbacks=[factory.callback])
     trainer.train()
     assert trainer.state.global_step == 3
     assert np.abs(model.encode(corpus.queries[:2]) - before).max() > 0

@@ -1,12 +1,20 @@
-"""Data model and loaders: ParallelCorpus (training), RetrievalBenchmark (evaluation)."""
+"""Data model and loaders: :class:`ParallelCorpus` (training), :class:`RetrievalBenchmark` (evaluation).
+
+* :mod:`.corpus`: ParallelCorpus; :mod:`.pair_dataset`: its pair index and ``to_dataset()``;
+* :mod:`.benchmark`: RetrievalBenchmark, LanguageSplit (the LAReQA protocol), ``subsample_benchmark``,
+  ``parallel_questions``;
+* :mod:`.lareqa`: XQuAD-R / MLQA-R; :mod:`.squad`: raw SQuAD-format files (benchmark and training corpus);
+* :mod:`.pairs`: JSONL / Hugging Face parallel data, ``pairs_to_corpus``;
+* :mod:`.validation`: DataValidationError, ValidationReport.
+"""
 
 from __future__ import annotations
 
-from .benchmark import CANDIDATE_WITH_CONTEXT, LanguageSplit, RetrievalBenchmark
+from .benchmark import CANDIDATE_WITH_CONTEXT, LanguageSplit, RetrievalBenchmark, parallel_questions, subsample_benchmark
 from .corpus import ParallelCorpus
-from .jsonl import load_parallel_dataset, load_parallel_jsonl
 from .lareqa import LAREQA_LANGUAGES, load_lareqa
-from .squad import load_squad_parallel, split_sentences
+from .pairs import load_parallel_dataset, load_parallel_jsonl, pairs_to_corpus
+from .squad import load_squad_parallel, split_sentences, squad_to_corpus
 from .validation import DataValidationError, ValidationReport
 
 __all__ = [
@@ -21,5 +29,9 @@ __all__ = [
     "load_parallel_dataset",
     "load_parallel_jsonl",
     "load_squad_parallel",
+    "pairs_to_corpus",
+    "parallel_questions",
     "split_sentences",
+    "squad_to_corpus",
+    "subsample_benchmark",
 ]

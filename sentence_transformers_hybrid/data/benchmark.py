@@ -317,3 +317,48 @@ def build_split(
         answers=answers,
         file=file,
     )
+
+
+def subsample_benchmark(bench: RetrievalBenchmark, max_questions: int) -> RetrievalBenchmark:
+    """A smaller benchmark for quick checks: the first ``max_questions`` groups (question ids) in every language,
+    and as candidate pool every sentence of the paragraphs that hold their answers (all languages)."""
+    keep = np.zeros(len(bench.group_ids), dtype=bool)
+    keep[:max_questions] = True
+    splits = {}
+    for lang, s in bench.splits.items():
+        m = keep[s.question_groups]
+        paragraphs = np.unique(s.sentence_paragraph[s.answer_sentence[m]])
+        cand = np.flatnonzero(np.isin(s.sentence_paragraph, paragraphs))
+        new_pos = np.full(len(s.sentences), -1, dtype=np.int64)
+        new_pos[cand] = np.arange(len(cand))
+        new_par = np.full(len(s.paragraphs), -1, dtype=np.int64)
+        new_par[paragraphs] = np.arange(len(paragraphs))
+        splits[lang] = LanguageSplit(
+            language=lang,
+            question_ids=[q for q, k in zip(s.question_ids, m) if k],
+            questions=[q for q, k in zip(s.questions, m) if k],
+            question_groups=s.question_groups[m],
+            sentences=[s.sentences[i] for i in cand],
+            paragraphs=[s.paragraphs[i] for i in paragraphs],
+            sentence_paragraph=new_par[s.sentence_paragraph[cand]],
+            answer_sentence=new_pos[s.answer_sentence[m]],
+            answer_counts=s.answer_counts[m],
+            answers=[a for a, k in zip(s.answers, m) if k],
+            file=s.file,
+        )
+    return RetrievalBenchmark(splits, name=bench.name)
+
+
+def parallel_questions(bench: RetrievalBenchmark, pivot: str = "en") -> dict[str, tuple[list[str], list[str]]]:
+    """For each language X != pivot: (pivot questions, X questions) of the question ids present in both, aligned."""
+    if pivot not in bench.splits:
+        raise ValueError(f"pivot language {pivot!r} not in {bench.languages}")
+    p = bench.splits[pivot]
+    pos = {int(g): i for i, g in enumerate(p.question_groups)}
+    out = {}
+    for lang, s in bench.splits.items():
+        if lang == pivot:
+            continue
+        pairs = [(pos[int(g)], i) for i, g in enumerate(s.question_groups) if int(g) in pos]
+        out[lang] = ([p.questions[a] for a, _ in pairs], [s.questions[b] for _, b in pairs])
+    return out

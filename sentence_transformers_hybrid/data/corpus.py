@@ -267,6 +267,16 @@ class ParallelCorpus:
         return len(self._queries)
 
     @property
+    def query_column(self) -> pa.Array | pa.ChunkedArray:
+        """The queries as the corpus's own Arrow array (row order, no copy)."""
+        return self._queries
+
+    @property
+    def passage_column(self) -> pa.Array | pa.ChunkedArray:
+        """The passages as the corpus's own Arrow array (row order, no copy)."""
+        return self._passages
+
+    @property
     def queries(self) -> list[str]:
         """Query texts by row id."""
         return self._queries.to_pylist()
@@ -356,9 +366,9 @@ class ParallelCorpus:
     def to_dataset(self) -> Dataset:
         """The ``train_dataset`` for ``SentenceTransformerTrainer`` when training with ``HybridBatchSampler``.
 
-        See :meth:`sentence_transformers_hybrid.sampling.training_dataset` for its shape.
+        See :func:`sentence_transformers_hybrid.data.pair_dataset.training_dataset` for its shape.
         """
-        from ..sampling import training_dataset
+        from .pair_dataset import training_dataset
 
         return training_dataset(self)
 

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._utils import cache_dir
 from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
 from .validation import DataValidationError, Validator
 
@@ -30,16 +31,6 @@ LAREQA_LANGUAGES: dict[str, list[str]] = {
 LAREQA_URL = "https://raw.githubusercontent.com/google-research-datasets/lareqa/{commit}/{folder}/{lang}.json"
 LAREQA_COMMITS = {"xquad-r": "5405d2a77e83d5ccb47623a3f9e5604c3f103193", "mlqa-r": "354d67d1cd066854cdfbf5ad0e6105528976141d"}
 LICENSES = {"xquad-r": "CC BY-SA 4.0", "mlqa-r": "CC BY-NC 4.0"}
-
-
-def cache_dir() -> Path:
-    """The package's cache directory: ``$STH_CACHE_DIR``, else ``$XDG_CACHE_HOME`` (default ``~/.cache``) /
-    ``sentence-transformers-hybrid``. Downloads, converted models and embedding caches live below it."""
-    env = os.environ.get("STH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sentence-transformers-hybrid"
 
 
 def read_json(path: str | Path) -> dict:

@@ -4,17 +4,28 @@ Paragraphs are split into sentences with `sentencex <https://pypi.org/project/se
 rule-based splitter): it is maintained, pure Python, installs from PyPI with no model or data download at run time,
 and covers ~250 languages through language fallback chains, so a language we never tested still gets a sensible
 splitter (terminal punctuation of its script) instead of an error.
+
+:func:`squad_to_corpus` reads the same files as monolingual training data for translate-train: question -> its
+paragraph, or the sentence holding its answer; whatever it removes is counted, logged and listed in
+``corpus.report``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
 from .lareqa import read_json, squad_paragraphs
-from .validation import DataValidationError, Validator
+from .corpus import ParallelCorpus
+from .validation import DataValidationError, Issue, ValidationReport, Validator, log_removed
+
+logger = logging.getLogger(__name__)
 
 _LANG_CODE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
 
@@ -88,3 +99,113 @@ def load_squad_parallel(
         splits[lang] = build_split(lang, prepared, str(path), validator)
     report = validator.finish(f"load_squad_parallel({name!r})")
     return RetrievalBenchmark(splits, name=name, report=report)
+
+
+def squad_to_corpus(
+    path_or_paths: str | Path | Sequence[str | Path],
+    language: str,
+    name: str = "squad",
+    passage: str = "context",
+    strict: bool = True,
+) -> ParallelCorpus:
+    """Read SQuAD-format files into a single-language ParallelCorpus: one group per answerable question.
+
+    Args:
+        path_or_paths: one file or several (e.g. SQuAD train + dev); question ids must be unique across them.
+        language: the language code of the files (``"en"`` for SQuAD).
+        name: the ``source`` name of every group (what the sampler balances on).
+        passage: ``"context"`` (the whole paragraph, as in LAReQA's candidates with context) or ``"sentence"``
+            (the sentence holding the answer: the paragraph's own ``sentences`` / ``sentence_breaks`` when the
+            file has them, as in LAReQA files, else :func:`~sentence_transformers_hybrid.data.split_sentences`).
+        strict: malformed questions (no id, empty text, answer outside the paragraph, duplicate id) raise
+            :class:`DataValidationError` (default) or, with ``False``, are skipped and reported. Unanswerable
+            questions (SQuAD 2.0 ``is_impossible`` or no answer) have no positive passage: they are always
+            skipped, counted and reported in ``corpus.report``.
+
+    Example::
+
+        >>> corpus = squad_to_corpus("train-v1.1.json", "en", name="squad")  # doctest: +SKIP
+        >>> corpus.sources, corpus.languages  # doctest: +SKIP
+        (['squad'], ['en'])
+    """
+    if passage not in ("context", "sentence"):
+        raise ValueError(f"passage must be 'context' or 'sentence', got {passage!r}")
+    if not isinstance(language, str) or not language.strip():
+        raise ValueError(f"language must be a language code such as 'en', got {language!r}")
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    if not paths:
+        raise ValueError("squad_to_corpus needs at least one file")
+    validator = Validator(strict)
+    removed = ValidationReport()
+    groups: list[str] = []
+    queries: list[str] = []
+    passages: list[str] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataValidationError(f"file {str(path)!r} not found")
+        file = str(path)
+        for p_idx, par in enumerate(squad_paragraphs(read_json(path), file)):
+            context = par["context"]
+            spans: np.ndarray | None = None
+            sentences: list[str] = []
+            for qa in par.get("qas", []) or []:
+                qid = str(qa.get("id", "")) if isinstance(qa, dict) else ""
+                where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+                if not qid:
+                    validator.problem("question without an id", **where)
+                    continue
+                if qid in seen:
+                    validator.problem(f"duplicate question id (also in {seen[qid]!r})", **where)
+                    continue
+                question = qa.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    validator.problem("empty question", **where)
+                    continue
+                answers = qa.get("answers") or []
+                if qa.get("is_impossible") or not answers:
+                    removed.issues.append(Issue("unanswerable question: no positive passage", **where))
+                    continue
+                text = context
+                if passage == "sentence":
+                    start = answers[0].get("answer_start") if isinstance(answers[0], dict) else None
+                    if not isinstance(start, int) or not 0 <= start < len(context):
+                        validator.problem(f"answer_start {start!r} outside the paragraph (length {len(context)})", **where)
+                        continue
+                    if spans is None:
+                        sentences, spans = _paragraph_sentences(par, language)
+                    s = int(np.searchsorted(spans[:, 1], start, side="right"))
+                    if s >= len(sentences):
+                        validator.problem(f"answer_start {start} after the last sentence", **where)
+                        continue
+                    text = sentences[s]
+                seen[qid] = file
+                groups.append(qid)
+                queries.append(question)
+                passages.append(text)
+    report = validator.finish(f"squad_to_corpus({name!r})")
+    removed.issues.extend(report.issues)
+    log_removed(f"squad_to_corpus({name!r})", removed.issues, len(groups))
+    table = pa.table(
+        {
+            "group": pa.array(groups, pa.string()),
+            "lang": pa.array([language] * len(groups), pa.string()),
+            "query": pa.array(queries, pa.large_string()),
+            "passage": pa.array(passages, pa.large_string()),
+            "source": pa.array([name] * len(groups), pa.string()),
+        }
+    )
+    corpus = ParallelCorpus.from_dataset(table, source_column="source", strict=strict, name=name)
+    corpus.report.issues[:0] = removed.issues
+    return corpus
+
+
+def _paragraph_sentences(par: dict, language: str) -> tuple[list[str], np.ndarray]:
+    """A paragraph's sentences and ``[start, end)`` spans: its own LAReQA fields, else split_sentences."""
+    if "sentences" in par and "sentence_breaks" in par:
+        return list(par["sentences"]), np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+    sentences, spans = split_sentences(par["context"], language)
+    if not sentences:
+        sentences, spans = [par["context"]], [(0, len(par["context"]))]
+    return sentences, np.asarray(spans, dtype=np.int64).reshape(-1, 2)

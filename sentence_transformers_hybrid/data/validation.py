@@ -8,6 +8,7 @@ one in a :class:`ValidationReport` (also logged as a warning) so that nothing is
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -75,3 +76,21 @@ class Validator:
         if self.report:
             logger.warning("%s: %s", what, self.report.summary())
         return self.report
+
+
+EXAMPLES_LOGGED = 3
+
+
+def log_removed(what: str, issues: Sequence[Issue], kept: int, logger: logging.Logger = logger) -> None:
+    """Log a count per reason and a few examples of what an adapter removed."""
+    if not issues:
+        logger.info("%s: kept all %d rows", what, kept)
+        return
+    by_reason: dict[str, list[Issue]] = {}
+    for issue in issues:
+        by_reason.setdefault(issue.reason.split(":")[0], []).append(issue)
+    lines = [f"{what}: kept {kept} rows, removed {len(issues)}:"]
+    for reason, items in by_reason.items():
+        lines.append(f"  {len(items)} x {reason}, e.g.")
+        lines.extend(f"    - {i}" for i in items[:EXAMPLES_LOGGED])
+    logger.warning("\n".join(lines))

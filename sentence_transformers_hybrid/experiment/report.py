@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .data import ParallelCorpus, RetrievalBenchmark
-    from .experiment import Preset, RunSpec
+from ..evaluation.retrieval import SETTINGS
+from ..metrics.retrieval import LAREQA_METRICS
+from ..sampling.modes import PAPER_NAMES
+from ..sampling.trainer import write_sampler_config
 
-SETTINGS = ("mono", "cross", "multi")
-METRICS = ("map@20", "recall@1", "recall@10", "ndcg@10", "mrr@10", "rank_distance")
-MODE_LABELS = {"mono": "X-X-mono", "cross": "X-Y", "mixed": "X-X", "hybrid": "Hybrid"}
+if TYPE_CHECKING:  # pragma: no cover
+    from ..data import ParallelCorpus, RetrievalBenchmark
+    from .presets import Preset, RunSpec
+
+METRICS = LAREQA_METRICS
+MODE_LABELS = PAPER_NAMES
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -289,7 +293,7 @@ def model_index(model_name: str, dataset_name: str, dataset_type: str, record: d
 
 
 def write_model_card(model_dir: str | Path, preset: Preset, spec: RunSpec, record: dict[str, Any],
-                     corpus: ParallelCorpus, bench: RetrievalBenchmark) -> str:
+                     corpus: ParallelCorpus, bench: RetrievalBenchmark, sampler_config: dict[str, Any] | None = None) -> str:
     """Write README.md (Hub model card) that names HybridBatchSampler, its mode, alpha, seed, data and results."""
     import yaml
 
@@ -303,9 +307,10 @@ def write_model_card(model_dir: str | Path, preset: Preset, spec: RunSpec, recor
         "language": sorted(set(corpus.languages) | set(bench.languages)),
         "model-index": model_index(name, bench.name.upper(), bench.name, record),
     }
-    sampler_cfg = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "batch_size": preset.batch_size,
-                   "languages": corpus.languages, "sources": corpus.sources}
-    (model_dir / "hybrid_sampler_config.json").write_text(json.dumps(sampler_cfg, indent=2), encoding="utf-8")
+    if sampler_config is None:  # the run's own record is the trainer's; this is what a card without it can say
+        sampler_config = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "batch_size": preset.batch_size,
+                          "languages": corpus.languages, "sources": corpus.sources}
+    write_sampler_config(model_dir, sampler_config)
     rows = "\n".join(
         f"| {s} | {_fmt(record.get(f'{s}_map@20'))} | {_fmt(record.get(f'{s}_recall@10'))} | "
         f"{_fmt(record.get(f'{s}_ndcg@10'))} | {_fmt(record.get(f'{s}_rank_distance'), digits=1)} |"

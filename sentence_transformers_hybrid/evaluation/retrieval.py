@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,10 +19,11 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from tqdm.auto import tqdm
 
-from .data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
-from .metrics import (
+from .encoding import QueryDocumentEncoding, Similarity, cosine_scores
+
+from ..data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
+from ..metrics.retrieval import (
     LAREQA_METRICS,
-    MIRACL_METRICS,
     check_finite_scores,
     max_cutoff,
     merge_top_k,
@@ -36,61 +37,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BEIRRetrievalEvaluator", "MultilingualRetrievalEvaluator", "SETTINGS"]
+__all__ = ["MultilingualRetrievalEvaluator", "SETTINGS"]
 
 #: The LAReQA settings, in the order they are reported.
 SETTINGS: tuple[str, ...] = ("mono", "cross", "multi")
 
-Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _default_progress(show_progress_bar: bool | None) -> bool:
-    if show_progress_bar is None:  # the library's default: on when logging is at INFO or below
-        return logger.getEffectiveLevel() in (logging.INFO, logging.DEBUG)
-    return bool(show_progress_bar)
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = torch.nn.functional.normalize(a.float(), dim=-1)
-    b = torch.nn.functional.normalize(b.float(), dim=-1)
-    return a @ b.T
-
-
-class _QueryDocumentEncoding:
-    """What both evaluators share: the encoding settings, encoding queries / documents with them, and their config."""
-
-    _PROMPT_KEYS = ("query_prompt", "query_prompt_name", "corpus_prompt", "corpus_prompt_name", "truncate_dim")
-
-    def _set_encoding(self, batch_size: int, query_prompt: str | None, corpus_prompt: str | None,
-                      query_prompt_name: str | None, corpus_prompt_name: str | None,
-                      show_progress_bar: bool | None, truncate_dim: int | None, write_csv: bool) -> None:
-        self.batch_size = batch_size
-        self.query_prompt = query_prompt
-        self.corpus_prompt = corpus_prompt
-        self.query_prompt_name = query_prompt_name
-        self.corpus_prompt_name = corpus_prompt_name
-        self.show_progress_bar = _default_progress(show_progress_bar)
-        self.truncate_dim = truncate_dim
-        self.write_csv = write_csv
-
-    def _encode(self, model: SentenceTransformer, texts: list[str], side: str) -> torch.Tensor:
-        """``model.encode_query`` (side "query") or ``model.encode_document`` (side "corpus") with our settings."""
-        encode = model.encode_query if side == "query" else model.encode_document
-        return encode(
-            texts,
-            prompt_name=getattr(self, f"{side}_prompt_name"),
-            prompt=getattr(self, f"{side}_prompt"),
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
-            convert_to_tensor=True,
-            truncate_dim=self.truncate_dim,
-        )
-
-    def _prompt_config(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in self._PROMPT_KEYS if getattr(self, key) is not None}
-
-
-class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
+class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
     """LAReQA answer retrieval in the mono, cross and multi settings, with the language-bias rank distance.
 
     For every query language ``X`` and every setting:
@@ -183,7 +137,7 @@ class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
         self.benchmark = benchmark
         self.name = benchmark.name if name is None else name
         self.languages = languages
-        self._set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
+        self.set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
                            show_progress_bar, truncate_dim, write_csv)
         self.candidate_context = candidate_context
         self.chunk_size = chunk_size
@@ -210,8 +164,8 @@ class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
         """``(query_embeddings, candidate_embeddings)``: one tensor per language, each text encoded once."""
         queries, candidates = {}, {}
         for lang in self.languages:
-            queries[lang] = self._encode(model, self.query_texts(lang), "query")
-            candidates[lang] = self._encode(model, self.candidate_texts(lang), "corpus")
+            queries[lang] = self.encode_texts(model, self.query_texts(lang), "query")
+            candidates[lang] = self.encode_texts(model, self.candidate_texts(lang), "corpus")
         return queries, candidates
 
     # ----------------------------------------------------------------------------------------- scoring
@@ -235,7 +189,7 @@ class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
         Fills :attr:`results` (one row per language pair) and returns the macro-averages as
         ``{f"{setting}_{metric}": value}`` (without the name prefix). ``similarity`` defaults to cosine.
         """
-        similarity = similarity or _cosine
+        similarity = similarity or cosine_scores
         q_emb, c_emb = {}, {}
         for lang in self.languages:
             split = self.benchmark.splits[lang]
@@ -388,145 +342,4 @@ class MultilingualRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
             json.dump(history, f, indent=2)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"languages": list(self.languages), "candidate_context": self.candidate_context, **self._prompt_config()}
-
-
-class BEIRRetrievalEvaluator(_QueryDocumentEncoding, SentenceEvaluator):
-    """Retrieval on a BEIR-format data set (e.g. a MIRACL language): nDCG@10 and Recall@100 by default.
-
-    Takes BEIR's dicts as they are: ``corpus[doc_id] = {"title": ..., "text": ...}`` (or a plain string),
-    ``queries[qid] = text``, ``qrels[qid] = {doc_id: grade}``; a document is relevant when its grade is > 0
-    (gains are binary: MIRACL's qrels are 0/1). Queries without a relevant document are left out, as BEIR
-    and the library's ``InformationRetrievalEvaluator`` do. A document is encoded as
-    ``(title + " " + text).strip()``, as the library's evaluator does. The whole corpus is scored exactly
-    (no approximate search), in chunks of queries; metrics follow :mod:`sentence_transformers_hybrid.metrics`
-    (ties broken by the corpus order).
-
-    Args:
-        corpus: ``{doc_id: {"title", "text"} | str}``.
-        queries: ``{qid: text}``.
-        qrels: ``{qid: {doc_id: grade}}``; every judged ``doc_id`` must be in the corpus.
-        name: prefix of the result keys (``f"{name}_{metric}"``).
-        metrics: metric names for :func:`~sentence_transformers_hybrid.metrics.ranking_metrics`; the first is
-            the ``primary_metric``.
-        batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name, show_progress_bar,
-            truncate_dim, write_csv: as in the library's ``InformationRetrievalEvaluator``.
-        query_chunk_size: queries scored against the whole corpus at a time.
-
-    Example:
-        >>> from sentence_transformers_hybrid.beir_interop import load_beir_folder
-        >>> corpus, queries, qrels = load_beir_folder("miracl-sw", split="dev")        # doctest: +SKIP
-        >>> evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="miracl-sw")  # doctest: +SKIP
-        >>> evaluator(model)                                                             # doctest: +SKIP
-        {'miracl-sw_ndcg@10': 0.41..., 'miracl-sw_recall@100': 0.78...}
-    """
-
-    def __init__(
-        self,
-        corpus: Mapping[str, Any],
-        queries: Mapping[str, str],
-        qrels: Mapping[str, Mapping[str, int]],
-        name: str = "",
-        metrics: Sequence[str] = MIRACL_METRICS,
-        batch_size: int = 32,
-        query_prompt: str | None = None,
-        corpus_prompt: str | None = None,
-        show_progress_bar: bool | None = None,
-        *,
-        query_prompt_name: str | None = None,
-        corpus_prompt_name: str | None = None,
-        truncate_dim: int | None = None,
-        write_csv: bool = True,
-        query_chunk_size: int = 1024,
-    ) -> None:
-        super().__init__()
-        from .beir_interop import relevance_from_qrels
-
-        self.metrics = tuple(metrics)
-        max_cutoff(self.metrics)  # validates the names
-        self.doc_ids = list(corpus)
-        self.corpus = [_doc_text(corpus[d], d) for d in self.doc_ids]
-        judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
-        skipped = len(queries) - len(judged)
-        if skipped:
-            logger.info(f"{name or 'BEIR'}: {skipped} of {len(queries)} queries have no relevant document; left out")
-        if not judged:
-            raise ValueError(f"{name or 'BEIR'}: no query has a relevant document in qrels")
-        self.query_ids = judged
-        self.queries = [queries[q] for q in judged]
-        self.relevance_matrix = relevance_from_qrels(qrels, self.query_ids, self.doc_ids)
-        self.name = name
-        self._set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
-                           show_progress_bar, truncate_dim, write_csv)
-        self.query_chunk_size = query_chunk_size
-        self.primary_metric = self.metrics[0]
-        self.csv_file = "BEIR-Retrieval_evaluation" + (f"_{name}" if name else "") + "_results.csv"
-
-    def compute_metrics_from_embeddings(
-        self, query_embeddings: Any, corpus_embeddings: Any, similarity: Similarity | None = None
-    ) -> dict[str, float]:
-        """The metrics (without the name prefix) from ``[queries x dim]`` and ``[corpus x dim]`` embeddings."""
-        similarity = similarity or _cosine
-        q, c = torch.as_tensor(query_embeddings), torch.as_tensor(corpus_embeddings)
-        if q.shape[0] != len(self.query_ids) or c.shape[0] != len(self.doc_ids):
-            raise ValueError(
-                f"{self.name or 'BEIR'}: embeddings for {q.shape[0]} queries and {c.shape[0]} documents, "
-                f"expected {len(self.query_ids)} and {len(self.doc_ids)}"
-            )
-        parts: dict[str, list[np.ndarray]] = {m: [] for m in self.metrics}
-        for start in range(0, q.shape[0], self.query_chunk_size):
-            stop = min(start + self.query_chunk_size, q.shape[0])
-            per_query = ranking_metrics(
-                similarity(q[start:stop], c), self.relevance_matrix[start:stop], self.metrics, reduction="none"
-            )
-            for m, v in per_query.items():
-                parts[m].append(v)
-        return {m: float(np.concatenate(v).mean()) for m, v in parts.items()}
-
-    def __call__(
-        self,
-        model: SentenceTransformer,
-        output_path: str | None = None,
-        epoch: int = -1,
-        steps: int = -1,
-        *args: Any,
-        **kwargs: Any,
-    ) -> dict[str, float]:
-        logger.info(f"BEIR retrieval evaluation on {self.name or 'the data set'}: {len(self.queries)} queries, "
-                    f"{len(self.corpus)} documents")
-        q = self._encode(model, self.queries, "query")
-        c = self._encode(model, self.corpus, "corpus")
-        summary = self.compute_metrics_from_embeddings(q, c, similarity=model.similarity)
-        logger.info("  " + "  ".join(f"{m}: {v:.4f}" for m, v in summary.items()))
-        if output_path is not None and self.write_csv:
-            os.makedirs(output_path, exist_ok=True)
-            path = os.path.join(output_path, self.csv_file)
-            new = not os.path.isfile(path)
-            with open(path, "a", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(["epoch", "steps", *self.metrics])
-                writer.writerow([epoch, steps, *(summary[m] for m in self.metrics)])
-        metrics = self.prefix_name_to_metrics(summary, self.name)
-        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-        return metrics
-
-    @classmethod
-    def from_folder(cls, data_folder: str, split: str = "test", **kwargs: Any) -> BEIRRetrievalEvaluator:
-        """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``) with BEIR's loader."""
-        from .beir_interop import load_beir_folder
-
-        corpus, queries, qrels = load_beir_folder(data_folder, split=split)
-        kwargs.setdefault("name", os.path.basename(os.path.normpath(data_folder)))
-        return cls(corpus, queries, qrels, **kwargs)
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return self._prompt_config()
-
-
-def _doc_text(doc: Any, doc_id: str) -> str:
-    if isinstance(doc, str):
-        return doc
-    if isinstance(doc, Mapping) and "text" in doc:
-        return (str(doc.get("title") or "") + " " + str(doc["text"])).strip()
-    raise ValueError(f"corpus[{doc_id!r}] must be a string or a dict with 'text' (and 'title'), got {doc!r:.80}")
+        return {"languages": list(self.languages), "candidate_context": self.candidate_context, **self.prompt_config()}

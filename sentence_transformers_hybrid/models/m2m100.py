@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 
 def _tokenizer_language(tokenizer: Any, language: str) -> str:
     """The tokenizer's code for ``language``: ISO 639-1 for M2M-100 tokenizers, NLLB codes for NLLB ones."""
-    from .translate import _ISO_FROM_NLLB, NLLB_CODES
+    from ..translate.m2m100 import ISO_FROM_NLLB, NLLB_CODES
 
     if hasattr(tokenizer, "lang_code_to_id"):
-        code = _ISO_FROM_NLLB.get(language, language)
+        code = ISO_FROM_NLLB.get(language, language)
         if code not in tokenizer.lang_code_to_id:
             raise ValueError(f"language {language!r} is not an M2M-100 language code; expected one of {sorted(tokenizer.lang_code_to_id)}")
         return code

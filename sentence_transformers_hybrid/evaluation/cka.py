@@ -2,7 +2,10 @@
 
 An evaluator in the sentence-transformers sense (``__call__(model, output_path, epoch, steps)`` returning a metrics
 dict, ``primary_metric``, CSV logging, model-card metrics), so it runs both on its own and inside
-``SentenceTransformerTrainer(evaluator=...)``. The math lives in :mod:`sentence_transformers_hybrid.cka`.
+``SentenceTransformerTrainer(evaluator=...)``. The math lives in :mod:`sentence_transformers_hybrid.metrics.cka`.
+
+Also here, the model-side helpers of layer-wise CKA: :func:`layer_embeddings` (mean-pooled hidden states of every
+layer), :func:`layerwise_cka`, :func:`cka_matrix` and :func:`plot_cka_heatmap`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .cka import linear_cka_matrix
+from .._utils import default_progress
+from ..metrics.cka import linear_cka, linear_cka_matrix
 
 try:  # sentence-transformers >= 6
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator as SentenceEvaluator
@@ -24,11 +28,13 @@ except ImportError:  # pragma: no cover - sentence-transformers 5.x
     from sentence_transformers.evaluation import SentenceEvaluator
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CKAEvaluator"]
+__all__ = ["CKAEvaluator", "cka_matrix", "layer_embeddings", "layerwise_cka", "plot_cka_heatmap"]
 
 
 class CKAEvaluator(SentenceEvaluator):
@@ -379,3 +385,235 @@ class CKAEvaluator(SentenceEvaluator):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)
         return config
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# models: per-layer mean-pooled hidden states
+# --------------------------------------------------------------------------------------------------------------------
+def _hf_model(model: Any) -> Any:
+    first = model[0] if hasattr(model, "__getitem__") else None
+    hf = getattr(first, "auto_model", None) or getattr(first, "model", None)
+    if hf is None or not hasattr(hf, "config"):
+        raise ValueError(
+            f"{type(model).__name__} has no Hugging Face transformer as its first module (found "
+            f"{type(first).__name__}); layer-wise CKA needs output_hidden_states, e.g. a models.Transformer"
+        )
+    return hf
+
+
+def layer_embeddings(
+    model: Any,
+    sentences: Sequence[str],
+    layers: Literal["all"] | Sequence[int] = "all",
+    *,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    show_progress_bar: bool | None = None,
+    normalize: bool = False,
+) -> list[np.ndarray]:
+    """Mean-pooled (optionally L2-normalised) hidden states of every (chosen) layer of a SentenceTransformer's underlying HF transformer.
+
+    The first module must be a ``models.Transformer``. Texts are tokenized exactly as ``model.encode`` does (same
+    preprocessing, truncation and ``prompt``), the HF model runs with ``output_hidden_states=True``, and each layer is
+    averaged over the non-padding tokens (attention mask; prompt tokens included). Index 0 is the embedding output,
+    index ``i`` the output of block ``i``; negative indices count from the last layer.
+
+    Returns:
+        One float32 ``[len(sentences), hidden]`` array per chosen layer, rows in input order.
+
+    Example:
+        >>> embs = layer_embeddings(model, ["a question", "another one"])   # doctest: +SKIP
+        >>> len(embs) == model[0].auto_model.config.num_hidden_layers + 1   # doctest: +SKIP
+        True
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    hf = _hf_model(model)
+    texts = list(sentences)
+    if not texts:
+        raise ValueError("layer_embeddings needs at least one sentence")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ValueError(f"sentences[{i}] is {type(t).__name__}, expected str")
+    import inspect
+
+    accepted = set(inspect.signature(hf.forward).parameters)
+    preprocess = getattr(model, "preprocess", None)
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    pooled: list[list[torch.Tensor]] | None = None
+    chosen: list[int] | None = None
+    was_training = model.training
+    model.eval()
+    device = getattr(model, "device", torch.device("cpu"))
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), desc="Layer embeddings",
+                              disable=not default_progress(show_progress_bar, logger)):
+                batch = [texts[k] for k in order[start : start + batch_size]]
+                if preprocess is not None:
+                    feats = preprocess(batch, prompt=prompt)
+                else:  # sentence-transformers < 6
+                    feats = model.tokenize([(prompt or "") + t for t in batch])
+                inputs = {k: v.to(device) for k, v in feats.items() if k in accepted and torch.is_tensor(v)}
+                mask = feats["attention_mask"].to(device)
+                out = hf(**inputs, output_hidden_states=True, return_dict=True)
+                hidden = out.hidden_states
+                if hidden is None:
+                    raise ValueError(f"{type(hf).__name__} returned no hidden_states")
+                if chosen is None:
+                    total = len(hidden)
+                    idx = list(range(total)) if layers == "all" else list(layers)  # type: ignore[arg-type]
+                    for li in idx:
+                        if not -total <= li < total:
+                            raise ValueError(f"layer {li} does not exist: the model has {total} hidden states "
+                                             f"(0 = embeddings, {total - 1} = last block)")
+                    chosen = [li % total for li in idx]
+                    pooled = [[] for _ in chosen]
+                m = mask.unsqueeze(-1).to(hidden[0].dtype)
+                denom = m.sum(dim=1).clamp(min=1.0)
+                for slot, li in enumerate(chosen):
+                    pooled[slot].append(((hidden[li] * m).sum(dim=1) / denom).float().cpu())  # type: ignore[index]
+    finally:
+        model.train(was_training)
+    inverse = np.argsort(order)
+    out = [torch.cat(p).numpy()[inverse] for p in pooled]  # type: ignore[union-attr]
+    if normalize:  # unit rows, as the model's own Normalize module would give at the last layer
+        out = [x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in out]
+    return out
+
+
+def cka_matrix(
+    model_a: Any,
+    model_b: Any | None,
+    sentences: Sequence[str],
+    layers: Literal["all"] | Sequence[int] = "all",
+    *,
+    sentences_b: Sequence[str] | None = None,
+    layers_b: Literal["all"] | Sequence[int] | None = None,
+    debiased: bool = True,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    show_progress_bar: bool | None = None,
+) -> np.ndarray:
+    """Layer-by-layer CKA between two models (or one model with itself): ``[layers_a, layers_b]``.
+
+    Each layer is mean-pooled over tokens (:func:`layer_embeddings`); entry ``[i, j]`` is the linear CKA between
+    layer ``i`` of ``model_a`` on ``sentences`` and layer ``j`` of ``model_b`` (default: ``model_a``) on
+    ``sentences_b`` (default: the same sentences). Use it to compare e.g. the X-X-mono, X-Y and hybrid models
+    trained from the same base; row/column 0 is the embedding output. Plot with :func:`plot_cka_heatmap`.
+
+    Example:
+        >>> m = cka_matrix(model_mono, model_hybrid, questions_en)   # doctest: +SKIP
+        >>> fig = plot_cka_heatmap(m, xlabel="hybrid layer", ylabel="mono layer")   # doctest: +SKIP
+    """
+    kw = dict(batch_size=batch_size, prompt=prompt, show_progress_bar=show_progress_bar)
+    a = layer_embeddings(model_a, sentences, layers, **kw)
+    other = model_a if model_b is None else model_b
+    texts_b = sentences if sentences_b is None else sentences_b
+    if len(texts_b) != len(sentences):
+        raise ValueError(f"sentences_b has {len(texts_b)} texts but sentences has {len(sentences)}; they must be parallel")
+    if model_b is None and sentences_b is None and layers_b is None:
+        return linear_cka_matrix(a, None, debiased, names=([f"layer {i}" for i in range(len(a))],) * 2)
+    b = layer_embeddings(other, texts_b, layers if layers_b is None else layers_b, **kw)
+    return linear_cka_matrix(
+        a, b, debiased, names=([f"model_a layer {i}" for i in range(len(a))], [f"model_b layer {j}" for j in range(len(b))])
+    )
+
+
+def layerwise_cka(
+    model: Any,
+    sentences_a: Sequence[str],
+    sentences_b: Sequence[str],
+    layers: Literal["all"] | Sequence[int] = "all",
+    *,
+    debiased: bool = True,
+    batch_size: int = 32,
+    prompt: str | None = None,
+    show_progress_bar: bool | None = None,
+    normalize: bool = False,
+) -> np.ndarray:
+    """Per-layer CKA between two parallel text sets under one model: ``out[l] = CKA(layer l on A, layer l on B)``.
+
+    The research use: English questions vs the same questions in another language; entry 0 is the embedding output,
+    so the curve shows where in the network the two languages align.
+
+    Example:
+        >>> curve = layerwise_cka(model, questions["en"], questions["de"])   # doctest: +SKIP
+        >>> curve.shape == (model[0].auto_model.config.num_hidden_layers + 1,)   # doctest: +SKIP
+        True
+    """
+    if len(sentences_a) != len(sentences_b):
+        raise ValueError(f"sentences_a has {len(sentences_a)} texts, sentences_b has {len(sentences_b)}; "
+                         "they must be parallel (row i = the same item)")
+    kw = dict(batch_size=batch_size, prompt=prompt, show_progress_bar=show_progress_bar, normalize=normalize)
+    ea = layer_embeddings(model, sentences_a, layers, **kw)
+    eb = layer_embeddings(model, sentences_b, layers, **kw)
+    return np.array([linear_cka(x, y, debiased=debiased) for x, y in zip(ea, eb)])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# plotting
+# --------------------------------------------------------------------------------------------------------------------
+def plot_cka_heatmap(
+    matrix: np.ndarray | Sequence[Sequence[float]],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "magma",
+    annotate: bool | None = None,
+    origin: Literal["upper", "lower"] = "lower",
+) -> Figure:
+    """Heatmap of any CKA matrix (layers x layers, languages x languages) with a colour bar.
+
+    Uses the Agg canvas directly (no pyplot, no global backend change), so it works headless and in threads.
+    ``origin="lower"`` puts layer 0 at the bottom-left as in Kornblith et al. / Nguyen et al.; use
+    ``origin="upper"`` for language matrices. Cells are annotated with their value when the matrix is at most 16x16
+    (or when ``annotate=True``). With ``path`` the figure is also saved (format from the suffix).
+
+    Example:
+        >>> import numpy as np
+        >>> fig = plot_cka_heatmap(np.eye(3), ["en", "de", "ar"], ["en", "de", "ar"], origin="upper")
+        >>> fig.axes[0].get_title()
+        ''
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {m.shape}")
+    if row_labels is not None and len(row_labels) != m.shape[0]:
+        raise ValueError(f"{len(row_labels)} row_labels for {m.shape[0]} rows")
+    if col_labels is not None and len(col_labels) != m.shape[1]:
+        raise ValueError(f"{len(col_labels)} col_labels for {m.shape[1]} columns")
+    if ax is None:
+        fig = Figure(figsize=(1.2 + 0.45 * m.shape[1], 0.8 + 0.45 * m.shape[0]), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure  # type: ignore[assignment]
+    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, origin=origin, aspect="auto")
+    fig.colorbar(im, ax=ax, label="CKA")
+    ax.set_xticks(range(m.shape[1]), labels=list(col_labels) if col_labels is not None else range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]), labels=list(row_labels) if row_labels is not None else range(m.shape[0]))
+    if title:
+        ax.set_title(title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if annotate or (annotate is None and max(m.shape) <= 16):
+        mid = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v > mid else "white")
+    if path is not None:
+        fig.savefig(path, dpi=150)
+    return fig

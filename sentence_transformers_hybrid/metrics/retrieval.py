@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .bias import rank_distance_rows
+
 __all__ = [
     "LAREQA_METRICS",
     "MIRACL_METRICS",
@@ -139,7 +141,7 @@ def ranking_metrics(
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     parsed = _parse_metrics(metrics)
-    scores_t = _as_score_tensor(scores)
+    scores_t = as_score_tensor(scores)
     n_queries, n_docs = scores_t.shape
     rel = _Relevance(relevance, (n_queries, n_docs))
     if n_queries == 0:
@@ -193,7 +195,7 @@ def top_k_indices(scores: Any, k: int, *, chunk_size: int | None = None) -> torc
         >>> top_k_indices(np.array([[0.1, 0.5, 0.5, 0.9]]), 3)
         tensor([[3, 1, 2]])
     """
-    s = _as_score_tensor(scores)
+    s = as_score_tensor(scores)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(k, s.shape[1])
@@ -213,7 +215,7 @@ def merge_top_k(scores: Any, candidates: torch.Tensor, k: int) -> torch.Tensor:
         >>> merge_top_k(s, torch.cat([left, right], 1), 3)
         tensor([[3, 1, 2]])
     """
-    s = _as_score_tensor(scores)
+    s = as_score_tensor(scores)
     cand = torch.sort(torch.as_tensor(candidates, dtype=torch.int64).to(s.device), dim=1).values
     if k > cand.shape[1]:
         raise ValueError(f"k = {k} but only {cand.shape[1]} candidates per query")
@@ -255,7 +257,8 @@ def _name(metric: tuple[str, int | None]) -> str:
     return name if k is None else f"{name}@{k}"
 
 
-def _as_score_tensor(scores: Any) -> torch.Tensor:
+def as_score_tensor(scores: Any) -> torch.Tensor:
+    """``scores`` as a dense 2-D floating tensor (integers become float64); a clear error for anything else."""
     if isinstance(scores, torch.Tensor):
         t = scores.detach()
         if t.is_sparse or t.layout != torch.strided:
@@ -433,36 +436,6 @@ def _top_k(chunk: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, by_score)
 
 
-def _count_per_row(mask_of: Any, n_probes: int, numpy_ok: bool) -> Any:
-    """``[B x P]`` int64 counts of ``mask_of(p)`` (a ``[B x D]`` bool array) per row, for each probe ``p``."""
-    if numpy_ok:  # numpy's compare + uint8 add-reduce is ~15x faster than torch's bool reductions on CPU
-        return np.stack(
-            [np.add.reduce(mask_of(p).view(np.uint8), axis=1, dtype=np.int32) for p in range(n_probes)], 1
-        ).astype(np.int64)
-    return torch.stack([torch.count_nonzero(mask_of(p), dim=1) for p in range(n_probes)], 1)
-
-
-def _rank_of(chunk: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-    """1-based full-ranking ranks ``[B x P]`` of documents ``docs[b, p]`` of each row (counted, not sorted).
-
-    ``rank = #{s > s_j} + #{s == s_j and index < j} + 1``; the index-aware tie count runs only on rows where
-    another document has the probe's exact score.
-    """
-    n_probes = docs.shape[1]
-    v = chunk.gather(1, docs)  # [B x P]
-    numpy_ok = chunk.device.type == "cpu" and chunk.dtype in (torch.float16, torch.float32, torch.float64)
-    c, vv = (chunk.numpy(), v.numpy()) if numpy_ok else (chunk, v)
-    before = _count_per_row(lambda p: c > vv[:, p : p + 1], n_probes, numpy_ok)
-    equal = _count_per_row(lambda p: c == vv[:, p : p + 1], n_probes, numpy_ok)
-    before = torch.as_tensor(before, device=chunk.device)
-    tied = torch.nonzero((torch.as_tensor(equal, device=chunk.device) > 1).any(1)).flatten()
-    if len(tied):
-        ar = torch.arange(chunk.shape[1], device=chunk.device)
-        sub = chunk[tied][:, None, :]
-        before[tied] += torch.count_nonzero((sub == v[tied][:, :, None]) & (ar < docs[tied, :, None]), dim=2)
-    return before + 1
-
-
 def _chunk_metrics(
     chunk: torch.Tensor,
     rel_cols: torch.Tensor,
@@ -488,7 +461,7 @@ def _chunk_metrics(
     out: dict[str, torch.Tensor] = {}
     for name, k in parsed:
         if name == "rank_distance":
-            out[name] = _rank_distance(chunk, rel_cols, valid, top).to(torch.float64)
+            out[name] = rank_distance_rows(chunk, rel_cols, valid, top).to(torch.float64)
             continue
         kk = min(k, top_k)  # cutoffs beyond the number of documents see every document
         h, c = hits_f[:, :kk], cum[:, :kk]
@@ -508,47 +481,3 @@ def _chunk_metrics(
             first = torch.where(hits[:, :kk].any(1), hits[:, :kk].to(torch.int8).argmax(1) + 1, 0)
             out[f"mrr@{k}"] = torch.where(first > 0, 1.0 / first.clamp(min=1).to(torch.float64), 0.0)
     return out
-
-
-def _rank_distance(
-    chunk: torch.Tensor, rel_cols: torch.Tensor, valid: torch.Tensor, top: torch.Tensor | None
-) -> torch.Tensor:
-    """Rank of the worst relevant document minus rank of the best one, per query."""
-    n_docs = chunk.shape[1]
-    safe = rel_cols.clamp(min=0)
-    rel_scores = chunk.gather(1, safe)
-    # best relevant: highest score, then lowest index; worst: lowest score, then highest index
-    best_score = torch.where(valid, rel_scores, -math.inf).max(1, keepdim=True).values
-    best = torch.where(valid & (rel_scores == best_score), rel_cols, n_docs).min(1).values
-    worst_score = torch.where(valid, rel_scores, math.inf).min(1, keepdim=True).values
-    worst = torch.where(valid & (rel_scores == worst_score), rel_cols, -1).max(1).values
-    n_rel = valid.sum(1)
-    rank_best = torch.zeros_like(best)
-    rank_worst = torch.zeros_like(worst)
-    need_best = n_rel > 1
-    need_worst = n_rel > 1
-    if top is not None:  # documents already in the top K have their rank for free
-        k = top.shape[1]
-        pos = torch.arange(1, k + 1, device=chunk.device)
-        at_best = top == best[:, None]
-        found = at_best.any(1)
-        rank_best[found] = (at_best.to(torch.int64) * pos).sum(1)[found]
-        need_best &= ~found
-        at_worst = top == worst[:, None]
-        found = at_worst.any(1)
-        rank_worst[found] = (at_worst.to(torch.int64) * pos).sum(1)[found]
-        need_worst &= ~found
-    need = need_best | need_worst
-    if bool(need.any()):  # both probes in one sweep over each row that needs either
-        all_rows = bool(need.all())
-        rows = None if all_rows else torch.nonzero(need).flatten()
-        sub = chunk if all_rows else chunk[rows]
-        probes = torch.stack([best, worst], 1) if all_rows else torch.stack([best[rows], worst[rows]], 1)
-        ranks = _rank_of(sub, probes)
-        if all_rows:
-            rank_best = torch.where(need_best, ranks[:, 0], rank_best)
-            rank_worst = torch.where(need_worst, ranks[:, 1], rank_worst)
-        else:
-            rank_best[rows] = torch.where(need_best[rows], ranks[:, 0], rank_best[rows])
-            rank_worst[rows] = torch.where(need_worst[rows], ranks[:, 1], rank_worst[rows])
-    return torch.where(n_rel > 1, rank_worst - rank_best, 0)

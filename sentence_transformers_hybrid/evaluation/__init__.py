@@ -1,0 +1,29 @@
+"""Evaluators in the sentence-transformers sense: they encode, call the metric kernels and name the results.
+
+* :mod:`.retrieval`: :class:`MultilingualRetrievalEvaluator` (LAReQA mono / cross / multi, rank distance);
+* :mod:`.beir`: :class:`BEIRRetrievalEvaluator` and BEIR interop (qrels <-> relevance, runs, the cross-check);
+* :mod:`.cka`: :class:`CKAEvaluator` and the layer-wise helpers (:func:`layer_embeddings`, :func:`layerwise_cka`,
+  :func:`cka_matrix`, :func:`plot_cka_heatmap`);
+* :mod:`.encoding`: what the retrieval evaluators share (encoding settings, cosine scores).
+
+None of them parses files; loaders live in :mod:`sentence_transformers_hybrid.data`.
+"""
+
+from .beir import BEIRRetrievalEvaluator, beir_evaluate, load_beir_folder, relevance_from_qrels, run_from_scores
+from .cka import CKAEvaluator, cka_matrix, layer_embeddings, layerwise_cka, plot_cka_heatmap
+from .retrieval import SETTINGS, MultilingualRetrievalEvaluator
+
+__all__ = [
+    "BEIRRetrievalEvaluator",
+    "CKAEvaluator",
+    "MultilingualRetrievalEvaluator",
+    "SETTINGS",
+    "beir_evaluate",
+    "cka_matrix",
+    "layer_embeddings",
+    "layerwise_cka",
+    "load_beir_folder",
+    "plot_cka_heatmap",
+    "relevance_from_qrels",
+    "run_from_scores",
+]

@@ -1,0 +1,286 @@
+"""Moving between score matrices and BEIR's dicts, and cross-checking our metrics with BEIR / pytrec_eval.
+
+BEIR keeps plain dicts at its boundaries: ``corpus``, ``queries``, ``qrels`` (``{qid: {doc_id: grade}}``) and a
+run ``results`` (``{qid: {doc_id: score}}``). :meth:`RetrievalBenchmark.beir` exports any LAReQA setting in
+that form; the functions here turn qrels into our relevance matrices, scores into a BEIR run, and evaluate a
+run with ``beir.retrieval.evaluation.EvaluateRetrieval`` under our metric names.
+
+Example:
+    >>> import numpy as np
+    >>> scores = np.array([[0.9, 0.1, 0.5]])
+    >>> run = run_from_scores(scores, ["q1"], ["a", "b", "c"], top_k=2)
+    >>> run
+    {'q1': {'a': 0.9, 'c': 0.5}}
+    >>> qrels = {"q1": {"c": 1}}
+    >>> relevance_from_qrels(qrels, ["q1"], ["a", "b", "c"]).toarray()
+    array([[False, False,  True]])
+    >>> beir_evaluate(qrels, run, k_values=[1, 2])["mrr@2"]
+    0.5
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import os
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+
+from ..metrics.retrieval import (
+    MIRACL_METRICS,
+    as_score_tensor,
+    check_finite_scores,
+    max_cutoff,
+    ranking_metrics,
+    top_k_indices,
+)
+from .encoding import QueryDocumentEncoding, Similarity, cosine_scores
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BEIRRetrievalEvaluator", "beir_evaluate", "load_beir_folder", "relevance_from_qrels", "run_from_scores"]
+
+
+def relevance_from_qrels(
+    qrels: Mapping[str, Mapping[str, int]], query_ids: Sequence[str], doc_ids: Sequence[str]
+) -> sp.csr_matrix:
+    """Boolean CSR ``[len(query_ids) x len(doc_ids)]``: ``True`` where ``qrels[qid][doc_id] > 0``.
+
+    Raises ``ValueError`` for a judged-relevant ``doc_id`` that is not in ``doc_ids`` (BEIR would count it in
+    ``|R|`` but could never retrieve it) and for duplicate ``doc_ids``.
+    """
+    column = {d: i for i, d in enumerate(doc_ids)}
+    if len(column) != len(doc_ids):
+        raise ValueError("doc_ids has duplicates")
+    indptr, indices = [0], []
+    for qid in query_ids:
+        judged = qrels.get(qid, {})
+        for doc_id, grade in judged.items():
+            if grade > 0:
+                if doc_id not in column:
+                    raise ValueError(f"qrels[{qid!r}] judges document {doc_id!r} relevant, but it is not in the corpus")
+                indices.append(column[doc_id])
+        indptr.append(len(indices))
+    rel = sp.csr_matrix(
+        (np.ones(len(indices), dtype=bool), np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+        shape=(len(query_ids), len(doc_ids)),
+    )
+    rel.sort_indices()
+    return rel
+
+
+def run_from_scores(
+    scores: Any,
+    query_ids: Sequence[str],
+    doc_ids: Sequence[str],
+    top_k: int = 100,
+    rank_scores: bool = False,
+) -> dict[str, dict[str, float]]:
+    """The BEIR run ``{qid: {doc_id: score}}`` of the ``top_k`` documents of each query.
+
+    The top ``k`` are chosen in our order (descending score, ties by lower index). trec_eval orders a run by
+    score and breaks ties by document id (descending), so with ties in the scores the two can rank differently;
+    ``rank_scores=True`` writes ``top_k - rank`` instead of the score, which makes the order explicit.
+    """
+    s = as_score_tensor(scores)
+    check_finite_scores(s)
+    if s.shape != (len(query_ids), len(doc_ids)):
+        raise ValueError(f"scores has shape {tuple(s.shape)}, expected ({len(query_ids)}, {len(doc_ids)})")
+    k = min(top_k, s.shape[1])
+    idx = top_k_indices(s, k, chunk_size=1024).cpu().numpy()
+    if rank_scores:
+        values = np.broadcast_to(np.arange(k, 0, -1, dtype=np.float64), idx.shape).tolist()
+    else:
+        values = np.take_along_axis(s.cpu().numpy(), idx, axis=1).astype(np.float64).tolist()
+    doc_arr = np.asarray(doc_ids, dtype=object)
+    names = doc_arr[idx].tolist()
+    return {qid: dict(zip(n, v)) for qid, n, v in zip(query_ids, names, values)}
+
+
+def beir_evaluate(
+    qrels: Mapping[str, Mapping[str, int]],
+    results: Mapping[str, Mapping[str, float]],
+    k_values: Sequence[int] = (1, 10, 20, 100),
+) -> dict[str, float]:
+    """``EvaluateRetrieval.evaluate`` (+ its MRR) under our names: ``ndcg@k``, ``recall@k``, ``precision@k``,
+    ``mrr@k`` and ``map_cut@k`` (trec's MAP, which divides by ``|R|``, not LAReQA's ``min(|R|, k)``).
+
+    BEIR rounds to 5 decimals; query and document ids must differ (BEIR drops a hit whose id equals the
+    query id: it is called with ``ignore_identical_ids=False`` here).
+    """
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    k_values = list(k_values)
+    previous = logging.getLogger("beir.retrieval.evaluation").level
+    logging.getLogger("beir.retrieval.evaluation").setLevel(logging.WARNING)
+    try:
+        ndcg, _map, recall, precision = EvaluateRetrieval.evaluate(
+            dict(qrels), dict(results), k_values, ignore_identical_ids=False
+        )
+        mrr = EvaluateRetrieval.evaluate_custom(dict(qrels), dict(results), k_values, metric="mrr")
+    finally:
+        logging.getLogger("beir.retrieval.evaluation").setLevel(previous)
+    out: dict[str, float] = {}
+    for k in k_values:
+        out[f"ndcg@{k}"] = ndcg[f"NDCG@{k}"]
+        out[f"recall@{k}"] = recall[f"Recall@{k}"]
+        out[f"precision@{k}"] = precision[f"P@{k}"]
+        out[f"mrr@{k}"] = mrr[f"MRR@{k}"]
+        out[f"map_cut@{k}"] = _map[f"MAP@{k}"]
+    return out
+
+
+def load_beir_folder(
+    data_folder: str, split: str = "test"
+) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+    """``(corpus, queries, qrels)`` of a BEIR folder, read by BEIR's ``GenericDataLoader``."""
+    from beir.datasets.data_loader import GenericDataLoader
+
+    return GenericDataLoader(data_folder=data_folder).load(split=split)
+
+
+class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
+    """Retrieval on a BEIR-format data set (e.g. a MIRACL language): nDCG@10 and Recall@100 by default.
+
+    Takes BEIR's dicts as they are: ``corpus[doc_id] = {"title": ..., "text": ...}`` (or a plain string),
+    ``queries[qid] = text``, ``qrels[qid] = {doc_id: grade}``; a document is relevant when its grade is > 0
+    (gains are binary: MIRACL's qrels are 0/1). Queries without a relevant document are left out, as BEIR
+    and the library's ``InformationRetrievalEvaluator`` do. A document is encoded as
+    ``(title + " " + text).strip()``, as the library's evaluator does. The whole corpus is scored exactly
+    (no approximate search), in chunks of queries; metrics follow :mod:`sentence_transformers_hybrid.metrics`
+    (ties broken by the corpus order).
+
+    Args:
+        corpus: ``{doc_id: {"title", "text"} | str}``.
+        queries: ``{qid: text}``.
+        qrels: ``{qid: {doc_id: grade}}``; every judged ``doc_id`` must be in the corpus.
+        name: prefix of the result keys (``f"{name}_{metric}"``).
+        metrics: metric names for :func:`~sentence_transformers_hybrid.metrics.ranking_metrics`; the first is
+            the ``primary_metric``.
+        batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name, show_progress_bar,
+            truncate_dim, write_csv: as in the library's ``InformationRetrievalEvaluator``.
+        query_chunk_size: queries scored against the whole corpus at a time.
+
+    Example:
+        >>> from sentence_transformers_hybrid.beir_interop import load_beir_folder
+        >>> corpus, queries, qrels = load_beir_folder("miracl-sw", split="dev")        # doctest: +SKIP
+        >>> evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="miracl-sw")  # doctest: +SKIP
+        >>> evaluator(model)                                                             # doctest: +SKIP
+        {'miracl-sw_ndcg@10': 0.41..., 'miracl-sw_recall@100': 0.78...}
+    """
+
+    def __init__(
+        self,
+        corpus: Mapping[str, Any],
+        queries: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int]],
+        name: str = "",
+        metrics: Sequence[str] = MIRACL_METRICS,
+        batch_size: int = 32,
+        query_prompt: str | None = None,
+        corpus_prompt: str | None = None,
+        show_progress_bar: bool | None = None,
+        *,
+        query_prompt_name: str | None = None,
+        corpus_prompt_name: str | None = None,
+        truncate_dim: int | None = None,
+        write_csv: bool = True,
+        query_chunk_size: int = 1024,
+    ) -> None:
+        super().__init__()
+
+        self.metrics = tuple(metrics)
+        max_cutoff(self.metrics)  # validates the names
+        self.doc_ids = list(corpus)
+        self.corpus = [_doc_text(corpus[d], d) for d in self.doc_ids]
+        judged = [q for q in queries if any(g > 0 for g in qrels.get(q, {}).values())]
+        skipped = len(queries) - len(judged)
+        if skipped:
+            logger.info(f"{name or 'BEIR'}: {skipped} of {len(queries)} queries have no relevant document; left out")
+        if not judged:
+            raise ValueError(f"{name or 'BEIR'}: no query has a relevant document in qrels")
+        self.query_ids = judged
+        self.queries = [queries[q] for q in judged]
+        self.relevance_matrix = relevance_from_qrels(qrels, self.query_ids, self.doc_ids)
+        self.name = name
+        self.set_encoding(batch_size, query_prompt, corpus_prompt, query_prompt_name, corpus_prompt_name,
+                           show_progress_bar, truncate_dim, write_csv)
+        self.query_chunk_size = query_chunk_size
+        self.primary_metric = self.metrics[0]
+        self.csv_file = "BEIR-Retrieval_evaluation" + (f"_{name}" if name else "") + "_results.csv"
+
+    def compute_metrics_from_embeddings(
+        self, query_embeddings: Any, corpus_embeddings: Any, similarity: Similarity | None = None
+    ) -> dict[str, float]:
+        """The metrics (without the name prefix) from ``[queries x dim]`` and ``[corpus x dim]`` embeddings."""
+        similarity = similarity or cosine_scores
+        q, c = torch.as_tensor(query_embeddings), torch.as_tensor(corpus_embeddings)
+        if q.shape[0] != len(self.query_ids) or c.shape[0] != len(self.doc_ids):
+            raise ValueError(
+                f"{self.name or 'BEIR'}: embeddings for {q.shape[0]} queries and {c.shape[0]} documents, "
+                f"expected {len(self.query_ids)} and {len(self.doc_ids)}"
+            )
+        parts: dict[str, list[np.ndarray]] = {m: [] for m in self.metrics}
+        for start in range(0, q.shape[0], self.query_chunk_size):
+            stop = min(start + self.query_chunk_size, q.shape[0])
+            per_query = ranking_metrics(
+                similarity(q[start:stop], c), self.relevance_matrix[start:stop], self.metrics, reduction="none"
+            )
+            for m, v in per_query.items():
+                parts[m].append(v)
+        return {m: float(np.concatenate(v).mean()) for m, v in parts.items()}
+
+    def __call__(
+        self,
+        model: SentenceTransformer,
+        output_path: str | None = None,
+        epoch: int = -1,
+        steps: int = -1,
+        *args: Any,
+        **kwargs: Any,
+    ) -> dict[str, float]:
+        logger.info(f"BEIR retrieval evaluation on {self.name or 'the data set'}: {len(self.queries)} queries, "
+                    f"{len(self.corpus)} documents")
+        q = self.encode_texts(model, self.queries, "query")
+        c = self.encode_texts(model, self.corpus, "corpus")
+        summary = self.compute_metrics_from_embeddings(q, c, similarity=model.similarity)
+        logger.info("  " + "  ".join(f"{m}: {v:.4f}" for m, v in summary.items()))
+        if output_path is not None and self.write_csv:
+            os.makedirs(output_path, exist_ok=True)
+            path = os.path.join(output_path, self.csv_file)
+            new = not os.path.isfile(path)
+            with open(path, "a", newline="", encoding="utf-8") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(["epoch", "steps", *self.metrics])
+                writer.writerow([epoch, steps, *(summary[m] for m in self.metrics)])
+        metrics = self.prefix_name_to_metrics(summary, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    @classmethod
+    def from_folder(cls, data_folder: str, split: str = "test", **kwargs: Any) -> BEIRRetrievalEvaluator:
+        """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``) with BEIR's loader."""
+        corpus, queries, qrels = load_beir_folder(data_folder, split=split)
+        kwargs.setdefault("name", os.path.basename(os.path.normpath(data_folder)))
+        return cls(corpus, queries, qrels, **kwargs)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return self.prompt_config()
+
+
+def _doc_text(doc: Any, doc_id: str) -> str:
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, Mapping) and "text" in doc:
+        return (str(doc.get("title") or "") + " " + str(doc["text"])).strip()
+    raise ValueError(f"corpus[{doc_id!r}] must be a string or a dict with 'text' (and 'title'), got {doc!r:.80}")

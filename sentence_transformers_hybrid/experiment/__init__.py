@@ -1,0 +1,48 @@
+"""The end-to-end experiment: train one encoder with X-X-mono, X-Y and hybrid batches, evaluate, CKA, report.
+
+* :mod:`.presets`: :class:`Preset`, :data:`PRESETS`, :class:`RunSpec`, :func:`plan_runs`, :func:`resolve_preset`;
+* :mod:`.backbones`: what each preset trains (static, frozen e5 + head, e5, any SentenceTransformer);
+* :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`train_model`,
+  :func:`evaluate_model`), resumable run by run;
+* :mod:`.report`: tables, plots, ``runs.json`` and model cards (pure functions of the run records);
+* :mod:`.hub`: :func:`push_model`.
+
+Every run trains through the **stock** ``SentenceTransformerTrainer`` with :class:`HybridBatchSampler` and the
+paper's MNRL configuration, then is evaluated on the held-out benchmark with :class:`MultilingualRetrievalEvaluator`
+(mono / cross / multi mAP@20, rank distance) and by linear CKA between English questions and the same questions in
+every other language.
+
+Example::
+
+    >>> from sentence_transformers_hybrid.experiment import run_experiment
+    >>> summary = run_experiment("smoke", data_dir="../shared/data/lareqa", output_dir="runs/smoke")  # doctest: +SKIP
+"""
+
+from ..data import parallel_questions, subsample_benchmark
+from .backbones import Backbone, E5Backbone, FrozenE5Backbone, HubBackbone, StaticBackbone, make_backbone
+from .hub import push_model
+from .presets import MODES, PRESETS, Preset, RunSpec, plan_runs, resolve_preset
+from .runner import evaluate_model, evaluator_pairs, load_data, run_experiment, train_model
+
+__all__ = [
+    "Backbone",
+    "E5Backbone",
+    "FrozenE5Backbone",
+    "HubBackbone",
+    "MODES",
+    "PRESETS",
+    "Preset",
+    "RunSpec",
+    "StaticBackbone",
+    "evaluate_model",
+    "evaluator_pairs",
+    "load_data",
+    "make_backbone",
+    "parallel_questions",
+    "plan_runs",
+    "push_model",
+    "resolve_preset",
+    "run_experiment",
+    "subsample_benchmark",
+    "train_model",
+]

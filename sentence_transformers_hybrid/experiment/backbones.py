@@ -1,0 +1,163 @@
+"""What a preset trains: a fresh model per run, how it is saved, its prompts and its per-layer CKA.
+
+``static`` (a StaticEmbedding, CI plumbing), ``e5-frozen`` (cached encodings + a linear head, the ``cpu`` preset),
+``e5`` (the converted multilingual-e5-small, all parameters trained) and any SentenceTransformer path or Hub id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..data import ParallelCorpus, RetrievalBenchmark, parallel_questions
+from .presets import Preset
+
+__all__ = ["Backbone", "E5Backbone", "FrozenE5Backbone", "HubBackbone", "StaticBackbone", "make_backbone"]
+
+
+class Backbone:
+    """Builds a fresh model per run and saves it; subclasses implement the backbone kinds of the presets."""
+
+    def __init__(self, preset: Preset, corpus: ParallelCorpus, bench: RetrievalBenchmark, out: Path, device: str | None):
+        self.preset, self.corpus, self.bench, self.out, self.device = preset, corpus, bench, out, device
+
+    def new_model(self, seed: int):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def pretrained_model(self):
+        return self.new_model(0)
+
+    def save(self, model, path: Path) -> None:
+        model.save(str(path))
+
+    def prompts(self) -> dict[str, str]:
+        return {"query": self.preset.query_prompt, "passage": self.preset.passage_prompt}
+
+    def layer_cka(self, model) -> list[float] | None:
+        """Per-layer CKA (embedding output first) of English vs other-language questions, or None."""
+        from ..evaluation.cka import layerwise_cka
+
+        if not self.preset.cka_layers:
+            return None
+        pairs = parallel_questions(self.bench)
+        per_lang = [
+            layerwise_cka(model, [self.preset.query_prompt + t for t in en], [self.preset.query_prompt + t for t in x],
+                          batch_size=self.preset.eval_batch_size, normalize=True)
+            for en, x in pairs.values()
+        ]
+        return np.mean(np.asarray(per_lang, dtype=np.float64), axis=0).tolist()
+
+
+class StaticBackbone(Backbone):
+    """``StaticEmbedding`` over a Unigram tokenizer trained on the training texts (learns little transfer)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        texts = self.corpus.queries + self.corpus.passages
+        trainer = trainers.UnigramTrainer(vocab_size=self.preset.static_vocab, special_tokens=["<unk>", "<pad>"],
+                                          unk_token="<unk>", show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
+        tok.enable_padding(pad_id=tok.token_to_id("<pad>"), pad_token="<pad>")
+        self.tokenizer = tok
+
+    def new_model(self, seed: int):
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+        torch.manual_seed(seed)
+        module = StaticEmbedding(self.tokenizer, embedding_dim=self.preset.static_dim)
+        return SentenceTransformer(modules=[module], device=self.device or "cpu")
+
+
+class E5Backbone(Backbone):
+    """The converted multilingual-e5-small, all parameters trained (gpu preset)."""
+
+    def __init__(self, *args, model_path: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from ..models.e5 import convert_e5_small
+
+        self.model_path = model_path or convert_e5_small()
+
+    def new_model(self, seed: int):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.manual_seed(seed)
+        model = SentenceTransformer(self.model_path, device=self.device)
+        model.max_seq_length = self.preset.max_seq_length
+        return model
+
+
+class HubBackbone(E5Backbone):
+    """Any SentenceTransformer path or Hub id (e.g. ``xlm-roberta-base``: mean pooling is added by the library)."""
+
+    def __init__(self, *args, model_path: str | None = None, **kwargs):
+        Backbone.__init__(self, *args, **kwargs)
+        self.model_path = model_path or self.preset.backbone
+
+
+class FrozenE5Backbone(Backbone):
+    """Frozen encoder + linear head trained on cached vectors (cpu preset). See :mod:`.frozen`."""
+
+    def __init__(self, *args, model_path: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from sentence_transformers import SentenceTransformer
+
+        from ..models.frozen import EmbeddingCache
+
+        if model_path is None:
+            from ..models.e5 import convert_e5_small
+
+            model_path = convert_e5_small()
+        self.model_path = model_path
+        self.encoder = SentenceTransformer(model_path, device=self.device or "cpu")
+        self.encoder.max_seq_length = self.preset.max_seq_length
+        qp, pp = self.preset.query_prompt, self.preset.passage_prompt
+        texts = [qp + t for t in self.corpus.queries] + [pp + t for t in self.corpus.passages]
+        for s in self.bench.splits.values():
+            texts += [qp + t for t in s.questions]
+            texts += [pp + t for t in s.candidate_texts(with_context=self.preset.candidate_context)]
+        self.texts = list(dict.fromkeys(texts))
+        from .._utils import cache_dir
+
+        # shared by every output folder: a rerun, or another experiment on the same data, encodes nothing again
+        model_id = f"{Path(model_path).resolve().name}-msl{self.preset.max_seq_length}"
+        cache = EmbeddingCache(cache_dir() / "embeddings" / model_id, model_id=model_id)
+        # longest texts first: less padding per batch, and the slowest part is done (and cached) first
+        order = sorted(self.texts, key=len, reverse=True)
+        self.vectors = cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)
+        self.texts = order
+
+    def new_model(self, seed: int):
+        import torch
+
+        from ..models.frozen import lookup_head_model
+
+        torch.manual_seed(seed)
+        return lookup_head_model(self.texts, self.vectors, device=self.device)
+
+    def save(self, model, path: Path) -> None:
+        from ..models.frozen import compose_with_encoder
+
+        compose_with_encoder(self.model_path, model, path)
+
+    def layer_cka(self, model) -> list[float] | None:
+        """The encoder's layers are frozen (same for every mode): CKA of the head's output only."""
+        return None
+
+
+def make_backbone(preset: Preset, corpus, bench, out: Path, device: str | None, model_path: str | None = None) -> Backbone:
+    if preset.backbone == "static":
+        return StaticBackbone(preset, corpus, bench, out, device)
+    if preset.backbone == "e5-frozen":
+        return FrozenE5Backbone(preset, corpus, bench, out, device, model_path=model_path)
+    if preset.backbone == "e5":
+        return E5Backbone(preset, corpus, bench, out, device, model_path=model_path)
+    return HubBackbone(preset, corpus, bench, out, device, model_path=model_path)

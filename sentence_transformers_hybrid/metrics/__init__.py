@@ -1,0 +1,41 @@
+"""Pure metric kernels on arrays: no models, no I/O, nothing else of this package imported.
+
+* :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, Recall, nDCG, MRR, rank
+  distance) and top-k selection;
+* :mod:`.bias`: language-bias figures (rank distance, ...);
+* :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
+"""
+
+from .bias import rank_distance_rows, ranks_of
+from .cka import MinibatchCKA, gram_cka, linear_cka, linear_cka_matrix, minibatch_cka, rbf_cka
+from .retrieval import (
+    LAREQA_METRICS,
+    MIRACL_METRICS,
+    as_score_tensor,
+    check_finite_scores,
+    max_cutoff,
+    merge_top_k,
+    ranking_metrics,
+    retrieval_metrics,
+    top_k_indices,
+)
+
+__all__ = [
+    "LAREQA_METRICS",
+    "MIRACL_METRICS",
+    "MinibatchCKA",
+    "as_score_tensor",
+    "check_finite_scores",
+    "gram_cka",
+    "linear_cka",
+    "linear_cka_matrix",
+    "max_cutoff",
+    "merge_top_k",
+    "minibatch_cka",
+    "rank_distance_rows",
+    "ranking_metrics",
+    "ranks_of",
+    "rbf_cka",
+    "retrieval_metrics",
+    "top_k_indices",
+]

