@@ -21,9 +21,12 @@ Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cosine_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = torch.nn.functional.normalize(a.float(), dim=-1)
-    b = torch.nn.functional.normalize(b.float(), dim=-1)
-    return a @ b.T
+    """Cosine similarity ``[len(a) x len(b)]`` in float32, also inside a bf16 ``torch.autocast`` (embeddings may be
+    encoded in bf16; scores in bf16 would tie where float32 ranks, and change the metrics)."""
+    with torch.autocast(a.device.type, enabled=False):
+        a = torch.nn.functional.normalize(a.float(), dim=-1)
+        b = torch.nn.functional.normalize(b.float(), dim=-1)
+        return a @ b.T
 
 
 class QueryDocumentEncoding:

@@ -5,13 +5,11 @@ run by run. Presets live in :mod:`.presets`, what each trains in :mod:`.backbone
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import json
 import logging
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,8 @@ from ..evaluation.retrieval import SETTINGS
 from ..metrics.retrieval import LAREQA_METRICS
 from ..data import ParallelCorpus, RetrievalBenchmark, load_lareqa, subsample_benchmark
 from .backbones import make_backbone
+from .devices import select_device
+from .training import TrainResult, train_model, train_run  # noqa: F401  (re-exported)
 from .presets import Preset, RunSpec, plan_runs, resolve_preset
 
 logger = logging.getLogger(__name__)
@@ -41,67 +41,6 @@ def load_data(preset: Preset, data_dir: str | Path | None) -> tuple[ParallelCorp
 
 
 # ---------------------------------------------------------------------------------------------- train / evaluate
-@dataclass
-class TrainResult:
-    """What :func:`train_run` reports: the training seconds and the sampler configuration it trained with."""
-
-    seconds: float
-    sampler_config: dict[str, Any]
-
-
-def train_model(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, output_dir: Path, prompts: dict[str, str],
-                resume: bool = True) -> float:
-    """Train ``model`` in place with the stock trainer + HybridBatchSampler + MNRL; returns the training seconds."""
-    return train_run(model, corpus, spec, preset, output_dir, prompts, resume=resume).seconds
-
-
-def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, output_dir: Path, prompts: dict[str, str],
-              resume: bool = True) -> TrainResult:
-    """:func:`train_model`, also returning the sampler configuration (``factory.config()``) for the records."""
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    from ..losses import hybrid_loss
-    from ..sampling import HybridBatchSampler
-
-    import transformers
-
-    checkpoints = preset.max_steps >= 500
-    # transformers 5 takes the warmup ratio as a float warmup_steps; 4.x has warmup_ratio
-    warmup = ({"warmup_steps": float(preset.warmup_ratio)} if int(transformers.__version__.split(".")[0]) >= 5
-              else {"warmup_ratio": preset.warmup_ratio})
-    sampler = HybridBatchSampler.configure(corpus, mode=spec.mode, alpha=spec.alpha if spec.alpha is not None else 0.5)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=preset.batch_size,
-        learning_rate=preset.learning_rate,
-        weight_decay=preset.weight_decay,
-        **warmup,
-        lr_scheduler_type="linear",
-        max_steps=preset.max_steps,
-        seed=spec.seed,
-        bf16=preset.bf16,
-        logging_steps=max(1, preset.max_steps // 10),
-        save_strategy="steps" if checkpoints else "no",
-        save_steps=max(1, preset.max_steps // 5),
-        save_total_limit=1,
-        report_to="none",
-        disable_tqdm=False,
-        batch_sampler=sampler,
-        prompts={k: v for k, v in prompts.items() if v} or None,
-    )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=corpus.to_dataset(), loss=hybrid_loss(model, scale=preset.scale),
-        callbacks=[sampler.callback],
-    )
-    last = None
-    if resume and checkpoints and output_dir.is_dir():
-        ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        last = str(ckpts[-1]) if ckpts else None
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
-    return TrainResult(time.perf_counter() - start, sampler.config())
-
-
 def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, output_path: Path | None = None
                    ) -> dict[str, Any]:
     """LAReQA metrics in the three settings + final-embedding CKA (English vs each language), one flat dict."""
@@ -171,12 +110,15 @@ def run_experiment(
     from . import report
 
     preset = resolve_preset(preset, device=device, **overrides)
+    setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
+    train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = {
         "preset": preset.to_dict(),
         "data_dir": str(data_dir) if data_dir else os.environ.get("STH_DATA_DIR"),
         "device": device,
+        "device_setup": {"train": train_setup.to_dict(), "encode": encode_setup.to_dict()},
         "model_path": model_path,
         "command": command,
         "python": platform.python_version(),
@@ -185,7 +127,8 @@ def run_experiment(
     atomic_write_json(out / "config.json", config)
     corpus, bench = load_data(preset, data_dir)
     logger.info("training corpus: %r; evaluation: %r", corpus, bench)
-    backbone = make_backbone(preset, corpus, bench, out, device, model_path=model_path)
+    with encode_setup.autocast():  # the frozen encoder's cache is encoded here
+        backbone = make_backbone(preset, corpus, bench, out, device, model_path=model_path)
 
     runs_dir = out / "runs"
     pretrained_file = runs_dir / "pretrained.json"
@@ -193,8 +136,9 @@ def run_experiment(
         pretrained = json.loads(pretrained_file.read_text(encoding="utf-8"))
     else:
         model = backbone.pretrained_model()
-        pretrained = evaluate_model(model, bench, preset, name=f"{bench.name}-pretrained")
-        pretrained["cka_by_layer"] = backbone.layer_cka(model)
+        with encode_setup.autocast():
+            pretrained = evaluate_model(model, bench, preset, name=f"{bench.name}-pretrained")
+            pretrained["cka_by_layer"] = backbone.layer_cka(model)
         atomic_write_json(pretrained_file, pretrained)
 
     results = []
@@ -206,11 +150,14 @@ def run_experiment(
         logger.info("run %s", spec.run_id)
         model = backbone.new_model(spec.seed)
         trained = train_run(model, corpus, spec, preset, out / "checkpoints" / spec.run_id, backbone.prompts(),
-                            resume=resume)
+                            resume=resume, setup=train_setup)
         seconds = trained.seconds
-        metrics = evaluate_model(model, bench, preset, name=bench.name)
+        model.eval()
+        with encode_setup.autocast():
+            metrics = evaluate_model(model, bench, preset, name=bench.name)
+            cka_by_layer = backbone.layer_cka(model)
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
-                  "cka_by_layer": backbone.layer_cka(model), "train_seconds": seconds}
+                  "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from}
         model_dir = _model_dir(out, spec, preset)
         if model_dir is not None:
             if model_dir.exists():
@@ -227,18 +174,9 @@ def run_experiment(
     summary = report.summarise(preset, pretrained, results)
     summary["config"] = config
     atomic_write_json(out / "results.json", summary)
-    atomic_write_json(out / "runs.json", report.runs_json(summary, device=_device_name(device), command=command))
+    atomic_write_json(out / "runs.json", report.runs_json(summary, device=train_setup.describe(), command=command))
     report.write_report(out, summary)
     return summary
-
-
-def _device_name(device: str | None) -> str:
-    """What ran the experiment, in words (GPU name, or the CPU)."""
-    import torch
-
-    if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
 
 
 def _model_dir(out: Path, spec: RunSpec, preset: Preset) -> Path | None:

@@ -33,7 +33,7 @@ from .e5 import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["collect_texts", "trim_e5_weight_file", "trim_vocabulary"]
+__all__ = ["collect_texts", "trim_e5_weight_file", "trim_vocabulary", "trimmed_model"]
 
 
 # --------------------------------------------------------------------------- texts
@@ -297,3 +297,34 @@ def _remap_post_processor(pp: dict | None, new_id: np.ndarray) -> None:
         for key in ("sep", "cls"):
             name, i = pp[key]
             pp[key] = [name, int(new_id[i])]
+
+
+def trimmed_model(model_path: str | os.PathLike, texts: Sequence[str], cache_root: str | os.PathLike | None = None) -> str:
+    """:func:`trim_vocabulary` of ``model_path`` to ``texts``, cached: the folder is named by a digest of the model's
+    files and of the texts, so the same model and texts reuse it and anything else trims again.
+
+    Example::
+
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.models import convert_e5_small
+        >>> path = trimmed_model(convert_e5_small(), ["hello world"], cache_root=tempfile.mkdtemp())  # doctest: +SKIP
+    """
+    import hashlib
+
+    from .._utils import cache_dir
+
+    model_path = Path(model_path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in model_path.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(model_path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    digest.update(b"\0texts\0")
+    for t in texts:
+        digest.update(t.encode("utf-8") + b"\0")
+    out = Path(cache_root or cache_dir() / "trimmed") / f"{model_path.name}-{digest.hexdigest()[:16]}"
+    if (out / "modules.json").is_file():
+        return str(out)
+    logger.info("trimming the vocabulary of %s to %d texts -> %s", model_path, len(texts), out)
+    return trim_vocabulary(model_path, texts, out)
