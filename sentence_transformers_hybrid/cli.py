@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="cpu, cuda, ... (default: the library's choice)")
 
     e = sub.add_parser("experiment", help="train mono / cross / hybrid, evaluate, CKA, report")
-    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | gpu | paper")
+    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | finetune | gpu | paper")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--output-dir", default="runs/experiment")
     e.add_argument("--device", default=None)
