@@ -4,17 +4,29 @@ Elmahdy et al. (EMNLP 2024) train with the in-batch-negatives contrastive loss (
 temperature 0.05, i.e. sentence-transformers' ``MultipleNegativesRankingLoss(model, scale=20.0,
 similarity_fct=cos_sim)``. The batches, not the loss, carry the method: pair it with
 :class:`~sentence_transformers_hybrid.sampling.HybridBatchSampler`.
+
+:class:`LengthSortedMultipleNegativesRankingLoss` is the same loss (same value, same gradients) with a cheaper
+forward on CPUs: each column is encoded in length-sorted chunks, each cut to its own longest sequence, instead of
+one batch padded to the longest text of the column.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+import torch
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
 from sentence_transformers.util import cos_sim
+from torch import Tensor
+
+try:  # sentence-transformers >= 6
+    from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+except ImportError:  # pragma: no cover - sentence-transformers 5.x embeds each column on its own
+    merge_feature_batches = None
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -32,6 +44,7 @@ def hybrid_loss(
     cached: bool = False,
     mini_batch_size: int = 32,
     gather_across_devices: bool = False,
+    chunk_size: int | None = None,
 ) -> MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss:
     """The paper's contrastive loss as a stock sentence-transformers loss object.
 
@@ -47,9 +60,13 @@ def hybrid_loss(
         gather_across_devices: gather embeddings across processes, so the in-batch negatives of one step are the
             ``W * batch_size`` examples of all ranks. ``HybridBatchSampler`` makes those one global batch (same
             batch type, distinct groups), so this is safe with it.
+        chunk_size: encode each column in length-sorted chunks of this many rows, each cut to its own longest
+            sequence (:class:`LengthSortedMultipleNegativesRankingLoss`): the same loss and gradients, less padding.
+            ``None`` (default): the stock loss, one padded forward per column. Not combinable with ``cached``.
 
     Returns:
-        ``MultipleNegativesRankingLoss`` or ``CachedMultipleNegativesRankingLoss`` with cosine similarity.
+        ``MultipleNegativesRankingLoss`` (``LengthSortedMultipleNegativesRankingLoss`` with ``chunk_size``) or
+        ``CachedMultipleNegativesRankingLoss``, with cosine similarity.
 
     Example::
 
@@ -73,6 +90,11 @@ def hybrid_loss(
         raise ValueError(f"scale must be > 0, got {scale}")
     if cached and mini_batch_size < 1:
         raise ValueError(f"mini_batch_size must be >= 1, got {mini_batch_size}")
+    if chunk_size is not None and cached:
+        raise ValueError(
+            f"chunk_size={chunk_size} and cached=True: the cached loss already embeds mini-batches of "
+            "mini_batch_size rows; give one of the two"
+        )
     kwargs = dict(
         scale=float(scale),
         similarity_fct=cos_sim,
@@ -82,7 +104,138 @@ def hybrid_loss(
     )
     if cached:
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **kwargs)
+    if chunk_size is not None:
+        return LengthSortedMultipleNegativesRankingLoss(model, chunk_size=chunk_size, **kwargs)
     return MultipleNegativesRankingLoss(model, **kwargs)
 
 
-__all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "hybrid_loss"]
+class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
+    """``MultipleNegativesRankingLoss`` whose columns are encoded in length-sorted chunks.
+
+    The contrastive batch stays whole: every anchor is still scored against every candidate of the batch (and of
+    the other processes with ``gather_across_devices``), by the parent's unchanged
+    ``compute_loss_from_embeddings``. Only how the embeddings are computed changes: the rows of a column are sorted
+    by length, encoded ``chunk_size`` at a time with the token columns (``input_ids``, ``attention_mask``,
+    ``token_type_ids``, ...) cut to the chunk's longest sequence, and the embeddings are put back in the batch's
+    order. Without dropout this gives the stock loss's value and gradients up to float rounding; it saves the
+    compute the stock loss spends on padding, which on a CPU (where cost grows with the padded width) is most of
+    the forward and backward for batches of short and long texts (LAReQA answer sentences: ~50 tokens on
+    average, ~120 for a batch of 64 padded to its longest).
+
+    The anchor column is encoded on its own; the candidate columns (positive and hard negatives) are merged into
+    one pool first, as the stock loss does, and that pool is sorted. Keys whose rows are not the batch's (batch
+    metadata such as ``prompt_length`` when an int, non-tensors) are passed to every chunk untouched. Inputs
+    without a padded 2-D ``attention_mask``/``input_ids`` (a ``StaticEmbedding``'s flat token stream, flattened
+    FA2 batches) are encoded whole, as by the stock loss.
+
+    Each chunk is its own forward with gradients kept, so activations of the whole batch stay in memory (unlike
+    :class:`~sentence_transformers.losses.CachedMultipleNegativesRankingLoss`); smaller chunks mean less padding
+    but more, smaller matrix products. Wrapper losses that hand state between calls through the feature dicts
+    (``AdaptiveLayerLoss``) do not see the chunks' dicts.
+
+    Args:
+        model: the model being trained.
+        chunk_size: rows per forward pass (>= 1); a chunk size of at least the batch size means one forward per
+            column, at the column's own longest sequence, as in the stock loss.
+        **kwargs: the arguments of ``MultipleNegativesRankingLoss`` (``scale``, ``similarity_fct``, ``directions``,
+            ``partition_mode``, ``gather_across_devices``, ``hardness_mode``, ``hardness_strength``).
+
+    Example::
+
+        >>> import tempfile, torch
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+        >>> from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers, processors
+        >>> from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+        >>> words = "[PAD] [UNK] [CLS] [SEP] who wrote faust goethe in weimar the capital of france is paris".split()
+        >>> tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        >>> tok.post_processor = processors.TemplateProcessing(
+        ...     single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+        >>> path = tempfile.mkdtemp()
+        >>> hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+        >>> _ = hf_tok.save_pretrained(path)
+        >>> _ = torch.manual_seed(0)
+        >>> config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        ...                     intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        >>> BertModel(config).save_pretrained(path)
+        >>> transformer = Transformer(path)
+        >>> model = SentenceTransformer(modules=[transformer, Pooling(16, pooling_mode="mean")], device="cpu")
+        >>> chunked = hybrid_loss(model, chunk_size=2)
+        >>> type(chunked).__name__, chunked.chunk_size, chunked.scale
+        ('LengthSortedMultipleNegativesRankingLoss', 2, 20.0)
+        >>> queries = ["who wrote faust", "the capital of france", "who", "faust"]
+        >>> passages = ["goethe wrote faust in weimar", "paris", "the capital of france is paris", "goethe"]
+        >>> features = [model.preprocess(queries), model.preprocess(passages)]
+        >>> with torch.no_grad():
+        ...     stock = MultipleNegativesRankingLoss(model)(features, None)
+        ...     torch.allclose(chunked(features, None), stock, atol=1e-6)
+        True
+    """
+
+    def __init__(self, model: SentenceTransformer, chunk_size: int = 16, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        features = list(sentence_features)
+        if not features:
+            raise ValueError("Expected at least 2 embeddings, got 0")
+        embeddings = [self.embed_length_sorted(features[0])]
+        candidates = features[1:]
+        merged = merge_feature_batches(candidates) if len(candidates) > 1 and merge_feature_batches else None
+        if merged is None:
+            embeddings += [self.embed_length_sorted(f) for f in candidates]
+        else:
+            pool = self.embed_length_sorted(merged)
+            embeddings += list(pool.reshape(len(candidates), -1, *pool.shape[1:]).unbind(0))
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def embed_length_sorted(self, features: dict[str, Any]) -> Tensor:
+        """``self.model(features)["sentence_embedding"]``, computed in length-sorted chunks of ``chunk_size`` rows."""
+        mask = features.get("attention_mask")
+        if not isinstance(mask, Tensor) or mask.ndim != 2:
+            mask = features.get("input_ids")
+            mask = mask.new_ones(mask.shape) if isinstance(mask, Tensor) and mask.ndim == 2 else None
+        if mask is None or "cu_seq_lens_q" in features:
+            return self.model(features)["sentence_embedding"]
+        rows, width = mask.shape
+        # the width each row needs: one past its last attended position (leading padding stays, as positions may
+        # depend on it; with right padding this is the row's length)
+        active = mask.bool()
+        needed = torch.where(active, torch.arange(1, width + 1, device=mask.device), 0).amax(dim=1)
+        if rows <= self.chunk_size:
+            return self.model(self._take(features, None, int(needed.max()), rows, width))["sentence_embedding"]
+        order = torch.sort(needed, descending=True, stable=True).indices
+        chunks = []
+        for begin in range(0, rows, self.chunk_size):
+            index = order[begin : begin + self.chunk_size]
+            chunk = self._take(features, index, int(needed[index[0]]), rows, width)
+            chunks.append(self.model(chunk)["sentence_embedding"])
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(rows, device=order.device)
+        return torch.cat(chunks, dim=0)[inverse]
+
+    @staticmethod
+    def _take(features: dict[str, Any], index: Tensor | None, cut: int, rows: int, width: int) -> dict[str, Any]:
+        """The rows ``index`` (all if None) of every per-row tensor, token axes cut to ``cut`` columns."""
+        out = {}
+        for key, value in features.items():
+            if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != rows:
+                out[key] = value
+                continue
+            if index is not None:
+                value = value[index]
+            if value.ndim >= 2 and value.shape[1] == width and cut < width:
+                value = value[:, :cut]
+            out[key] = value
+        return out
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "chunk_size": self.chunk_size}
+
+
+__all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "LengthSortedMultipleNegativesRankingLoss", "hybrid_loss"]

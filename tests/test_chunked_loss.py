@@ -1,0 +1,187 @@
+"""LengthSortedMultipleNegativesRankingLoss: the stock MNRL's value and gradients, from length-sorted chunks."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
+from tests.helpers_models import tiny_transformer_model
+
+WORDS = "who wrote faust goethe weimar paris capital france river city lima peru boiling water degrees sea".split()
+
+
+def _text(i: int, n_words: int) -> str:
+    return " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(n_words))
+
+
+# very different lengths, in no order: 1 to 40 words (the positives in another order than the anchors)
+ANCHOR_WORDS = [3, 1, 25, 2, 9, 40, 1, 6, 14, 2, 33, 5]
+POSITIVE_WORDS = [30, 2, 1, 12, 4, 1, 38, 7, 3, 20, 2, 9]
+ANCHORS = [_text(i, n) for i, n in enumerate(ANCHOR_WORDS)]
+POSITIVES = [_text(i + 3, n) for i, n in enumerate(POSITIVE_WORDS)]
+NEGATIVES = [_text(i + 5, n) for i, n in enumerate(reversed(ANCHOR_WORDS))]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    model = tiny_transformer_model(tmp_path_factory.mktemp("tiny"), ANCHORS + POSITIVES + NEGATIVES,
+                                   max_seq_length=64)
+    return model.eval()  # dropout off: the chunked and the padded forwards must see the same network
+
+
+def _features(model, *columns):
+    return [model.preprocess(list(c)) for c in columns]
+
+
+def _loss_and_grads(model, loss, features):
+    model.zero_grad(set_to_none=True)
+    value = loss(features, None)
+    value.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return value.detach(), grads
+
+
+def _assert_same(model, stock, chunked, features):
+    ref_value, ref_grads = _loss_and_grads(model, stock, features)
+    value, grads = _loss_and_grads(model, chunked, features)
+    torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    # every parameter has a gradient (word embeddings included), except BERT's pooler, which mean pooling never uses
+    assert {n for n, _ in model.named_parameters() if ".pooler." not in n} <= grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_hybrid_loss_chunk_size_none_is_the_stock_loss(model):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    assert type(hybrid_loss(model)) is MultipleNegativesRankingLoss
+    loss = hybrid_loss(model, chunk_size=16, symmetric=True)
+    assert isinstance(loss, LengthSortedMultipleNegativesRankingLoss)
+    assert (loss.chunk_size, loss.scale, loss.directions) == (16, 20.0, ("query_to_doc", "doc_to_query"))
+    assert loss.get_config_dict()["chunk_size"] == 16
+    assert loss.get_config_dict()["partition_mode"] == "per_direction"
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 100])
+def test_value_and_every_gradient_equal_the_padded_stock_loss(model, chunk_size):
+    stock = hybrid_loss(model)
+    chunked = hybrid_loss(model, chunk_size=chunk_size)
+    _assert_same(model, stock, chunked, _features(model, ANCHORS, POSITIVES))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 100])
+def test_symmetric_loss_with_hard_negatives_is_unchanged(model, chunk_size):
+    stock = hybrid_loss(model, symmetric=True)
+    chunked = hybrid_loss(model, chunk_size=chunk_size, symmetric=True)
+    _assert_same(model, stock, chunked, _features(model, ANCHORS, POSITIVES, NEGATIVES))
+
+
+def test_the_comparison_sees_a_misordered_batch(model):
+    """The batches are sensitive to order: embeddings left in sorted order would fail the tests above."""
+    stock = hybrid_loss(model)
+    features = _features(model, ANCHORS, POSITIVES)
+    with torch.no_grad():
+        right = stock(features, None)
+        anchor = model(dict(features[0]))["sentence_embedding"]
+        positive = model(dict(features[1]))["sentence_embedding"]
+        order = torch.sort(features[1]["attention_mask"].sum(1), descending=True, stable=True).indices
+        wrong = stock.compute_loss_from_embeddings([anchor, positive[order]], None)
+    assert not torch.equal(order, torch.arange(len(POSITIVES)))
+    assert abs(float(wrong) - float(right)) > 1e-2
+
+
+def test_chunks_are_cut_to_their_own_longest_sequence(model):
+    widths = []
+    handle = model[0].register_forward_pre_hook(lambda _, args: widths.append(tuple(args[0]["input_ids"].shape)))
+    try:
+        features = _features(model, ANCHORS, POSITIVES)
+        padded = [tuple(f["input_ids"].shape) for f in features]
+        with torch.no_grad():
+            hybrid_loss(model, chunk_size=3)(features, None)
+    finally:
+        handle.remove()
+    lengths = [sorted(f["attention_mask"].sum(1).tolist(), reverse=True) for f in features]
+    expected = [(len(chunk), chunk[0]) for col in lengths for chunk in (col[i : i + 3] for i in range(0, 12, 3))]
+    assert widths == expected  # 4 chunks per column, each as wide as its longest row
+    assert sum(r * w for r, w in widths) < 0.7 * sum(r * w for r, w in padded)
+    # the caller's features are not modified
+    assert [tuple(f["input_ids"].shape) for f in features] == padded
+    assert "sentence_embedding" not in features[0]
+
+
+def test_non_sequence_keys_pass_through(model):
+    """Per-batch metadata (prompt_length as an int) reaches every chunk; pooling then excludes the prompt."""
+    pooling = model[1]
+    features = [model.preprocess(["query: " + t for t in ANCHORS], prompt="query: "), model.preprocess(POSITIVES)]
+    assert isinstance(features[0]["prompt_length"], int)
+    old = pooling.include_prompt
+    pooling.include_prompt = False
+    try:
+        _assert_same(model, hybrid_loss(model), hybrid_loss(model, chunk_size=5), features)
+    finally:
+        pooling.include_prompt = old
+
+
+def test_static_embedding_is_encoded_whole():
+    from tests.helpers_models import tiny_static_model
+
+    model = tiny_static_model(ANCHORS + POSITIVES)
+    features = _features(model, ANCHORS, POSITIVES)
+    _assert_same(model, hybrid_loss(model), hybrid_loss(model, chunk_size=3), features)
+
+
+def test_bad_arguments(model):
+    with pytest.raises(ValueError, match="chunk_size"):
+        hybrid_loss(model, chunk_size=0)
+    with pytest.raises(ValueError, match="cached"):
+        hybrid_loss(model, chunk_size=8, cached=True)
+
+
+def test_trains_through_the_stock_trainer_with_hybrid_batches(tmp_path):
+    """Two SGD steps on HybridBatchSampler batches: the same weights as with the stock loss."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from sentence_transformers_hybrid import HybridBatchSampler, ParallelCorpus
+
+    records = [
+        {"group": f"g{g}", "lang": lang, "query": f"{lang} " + _text(g, 1 + (g * 5) % 13),
+         "passage": f"{lang} " + _text(g + 2, 1 + (g * 11) % 37)}
+        for g in range(16) for lang in ("de", "en", "fr")
+    ]
+    corpus = ParallelCorpus.from_records(records)
+    texts = [r["query"] for r in records] + [r["passage"] for r in records] + ["query: passage:"]
+
+    initial = tiny_transformer_model(tmp_path / "model", texts, max_seq_length=64)
+    for module in initial.modules():  # the trainer puts the model in train mode: no dropout, same network
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+    def train(chunk_size):
+        model = copy.deepcopy(initial)  # the same weights and tokenizer for both runs
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(tmp_path / f"out-{chunk_size}"), per_device_train_batch_size=8, learning_rate=0.5,
+            optim="sgd", max_steps=2, seed=0, report_to="none", use_cpu=True, disable_tqdm=True,
+            save_strategy="no", logging_steps=1, dataloader_drop_last=False,
+            batch_sampler=HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid"),
+            prompts={"query": "query: ", "passage": "passage: "},
+        )
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
+                                             loss=hybrid_loss(model, chunk_size=chunk_size))
+        trainer.train()
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        return before, dict(model.named_parameters()), losses
+
+    before, stock, stock_losses = train(None)
+    _, chunked, chunked_losses = train(3)
+    assert len(chunked_losses) == 2
+    assert chunked_losses == pytest.approx(stock_losses, rel=1e-4)
+    changed = [n for n in chunked if not torch.allclose(chunked[n], before[n])]
+    assert len(changed) > len(chunked) // 2  # it trained
+    for name in stock:
+        torch.testing.assert_close(chunked[name], stock[name], rtol=1e-4, atol=1e-6, msg=name)
