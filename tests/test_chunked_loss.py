@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
-from tests.helpers_models import tiny_transformer_model
+from sentence_transformers_hybrid.testing import tiny_transformer_model
 
 WORDS = "who wrote faust goethe weimar paris capital france river city lima peru boiling water degrees sea".split()
 
@@ -128,7 +128,7 @@ def test_non_sequence_keys_pass_through(model):
 
 
 def test_static_embedding_is_encoded_whole():
-    from tests.helpers_models import tiny_static_model
+    from sentence_transformers_hybrid.testing import tiny_static_model
 
     model = tiny_static_model(ANCHORS + POSITIVES)
     features = _features(model, ANCHORS, POSITIVES)
