@@ -173,3 +173,20 @@ def test_incomplete_checkpoints_are_named(tmp_path, damage):
         (ckpt / "scheduler.pt").unlink()
         assert checkpoint_problem(ckpt) == "no scheduler.pt"
     assert resumable_checkpoint(tmp_path) is None
+
+
+def test_the_preset_path_trains_in_bf16_autocast_with_the_chunked_loss(tmp_path, small_corpus):
+    """The finetune path on a tiny BERT: chunked MNRL, eager attention, bf16 autocast on the CPU; the weights move and
+    the loss the trainer logs is finite."""
+    from sentence_transformers import SentenceTransformer
+
+    tiny_transformer_model(tmp_path / "tok", small_corpus.queries[:100] + small_corpus.passages[:100],
+                           seed=0).save(str(tmp_path / "base"))
+    model = SentenceTransformer(str(tmp_path / "base"), device="cpu", model_kwargs={"attn_implementation": "eager"})
+    before = _weights(model)
+    setup = DeviceSetup("cpu", "bfloat16", "cpu (test)")
+    result = train_run(model, small_corpus, RunSpec("mono", None, 0), _preset(chunk_size=3, max_steps=3),
+                       tmp_path / "run", {"query": "query: ", "passage": "passage: "}, setup=setup)
+    assert np.abs(_weights(model) - before).max() > 0
+    assert result.sampler_config["mode"] == "mono" and result.seconds > 0
+    assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay float32
