@@ -1,7 +1,7 @@
 """Pure metric kernels on arrays: no models, no I/O, nothing else of this package imported.
 
-* :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, Recall, nDCG, MRR, rank
-  distance) and top-k selection;
+* :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, full-ranking mAP, Recall,
+  nDCG, MRR, rank distance), top-k selection and :func:`relevant_ranks`;
 * :mod:`.bias`: language-bias figures (rank distance, ...);
 * :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
 """
@@ -16,6 +16,7 @@ from .retrieval import (
     max_cutoff,
     merge_top_k,
     ranking_metrics,
+    relevant_ranks,
     retrieval_metrics,
     top_k_indices,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "ranking_metrics",
     "ranks_of",
     "rbf_cka",
+    "relevant_ranks",
     "retrieval_metrics",
     "top_k_indices",
 ]
