@@ -2,11 +2,11 @@
 
 * :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, full-ranking mAP, Recall,
   nDCG, MRR, rank distance), top-k selection and :func:`relevant_ranks`;
-* :mod:`.bias`: language-bias figures (rank distance, ...);
+* :mod:`.bias`: language-bias figures (rank distance, same-language share) and the centering control;
 * :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
 """
 
-from .bias import rank_distance_rows, ranks_of
+from .bias import language_centered, rank_distance_rows, ranks_of, same_language_share
 from .cka import MinibatchCKA, gram_cka, linear_cka, linear_cka_matrix, minibatch_cka, rbf_cka
 from .retrieval import (
     LAREQA_METRICS,
@@ -28,6 +28,7 @@ __all__ = [
     "as_score_tensor",
     "check_finite_scores",
     "gram_cka",
+    "language_centered",
     "linear_cka",
     "linear_cka_matrix",
     "max_cutoff",
@@ -39,5 +40,6 @@ __all__ = [
     "rbf_cka",
     "relevant_ranks",
     "retrieval_metrics",
+    "same_language_share",
     "top_k_indices",
 ]
