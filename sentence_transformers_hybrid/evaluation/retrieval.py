@@ -202,6 +202,10 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
 
     # ----------------------------------------------------------------------------------------- scoring
 
+    def setting_metrics(self, setting: str) -> tuple[str, ...]:
+        """The metrics this evaluator reports for ``setting``: :attr:`metrics`, plus :attr:`multi_metrics` in multi."""
+        return tuple(self.metrics) + (tuple(self.multi_metrics) if setting == "multi" else ())
+
     def relevance(self, query_language: str, corpus_language: str | None) -> tuple[np.ndarray, sp.csr_matrix]:
         """``(query_rows, rel)`` of a pair (``corpus_language=None``: the pool of all evaluated languages)."""
         key = (query_language, corpus_language)
@@ -295,7 +299,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                     "queries": len(query_rows),
                     "candidates": rel.shape[1],
                 }
-                names = setting_metrics(setting)
+                names = self.setting_metrics(setting)
                 if len(query_rows) == 0:
                     logger.warning(f"{self.name}: no question of {x!r} has an answer in {row['corpus_language']!r}")
                     row.update({m: float("nan") for m in names})
@@ -311,7 +315,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                             s, rel, self.metrics, chunk_size=self.chunk_size, check_finite=False, top_indices=top
                         )
                     )
-                    if setting == "multi":
+                    if setting == "multi" and MULTI_METRICS[0] in self.multi_metrics:
                         code = self.languages.index(x)
                         share = same_language_share(top, pool_language.to(top.device), code, k=share_k)
                         row[MULTI_METRICS[0]] = float(share.mean(dtype=torch.float64))
@@ -321,7 +325,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         summary: dict[str, float] = {}
         for setting in self.settings:
             table = [r for r in rows if r["setting"] == setting and r["queries"] > 0]
-            for m in setting_metrics(setting):
+            for m in self.setting_metrics(setting):
                 summary[f"{setting}_{m}"] = float(np.mean([r[m] for r in table])) if table else float("nan")
         return summary
 
@@ -360,7 +364,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         for setting in self.settings:
             logger.info(
                 f"  {setting:5s}  "
-                + "  ".join(f"{m}: {summary[f'{setting}_{m}']:.4f}" for m in setting_metrics(setting))
+                + "  ".join(f"{m}: {summary[f'{setting}_{m}']:.4f}" for m in self.setting_metrics(setting))
             )
         if output_path is not None and self.write_csv:
             self.write_results(output_path, summary, epoch, steps)

@@ -529,10 +529,12 @@ def relevant_ranks(
         pos = at.to(torch.int64).argmax(1) + 1
         ranks = torch.where(found, pos, ranks)
         need &= ~found
-    rows = torch.nonzero(need.any(1)).flatten()
-    if len(rows):
-        counted = ranks_of(chunk[rows], safe[rows])
-        ranks[rows] = torch.where(need[rows], counted, ranks[rows])
+    need_row = need.any(1)
+    if bool(need_row.all()):  # the usual case: no row copied
+        ranks = torch.where(need, ranks_of(chunk, safe), ranks)
+    elif bool(need_row.any()):
+        rows = torch.nonzero(need_row).flatten()
+        ranks[rows] = torch.where(need[rows], ranks_of(chunk[rows], safe[rows]), ranks[rows])
     return torch.where(valid, ranks, 0)
 
 
