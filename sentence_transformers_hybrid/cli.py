@@ -105,6 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluator = MultilingualRetrievalEvaluator(
         bench, name=bench.name, batch_size=args.batch_size, query_prompt=args.query_prompt,
         corpus_prompt=args.corpus_prompt, candidate_context=not args.sentences_only,
+        center_languages=args.center_languages,
     )
     metrics = evaluator(model, output_path=str(out))
     print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--query-prompt", default=None)
     ev.add_argument("--corpus-prompt", default=None)
     ev.add_argument("--sentences-only", action="store_true", help="encode candidates without their paragraph")
+    ev.add_argument("--center-languages", action="store_true",
+                    help="the post-hoc control: remove each language's mean question / candidate embedding, "
+                         "re-normalise, then score")
     data_args(ev)
     ev.set_defaults(func=cmd_evaluate)
 

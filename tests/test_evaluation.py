@@ -96,8 +96,8 @@ def test_multi_setting_relevant_sets_match_the_json(data_dir, xquad, mlqa, name,
 def test_evaluator_on_two_xquad_languages(xquad, model, tmp_path):
     evaluator = MultilingualRetrievalEvaluator(xquad, languages=["en", "de"], batch_size=256)
     metrics = evaluator(model, output_path=str(tmp_path))
-    expected_keys = {f"xquad-r_{s}_{m}" for s in ("mono", "cross", "multi") for m in LAREQA_METRICS}
-    assert set(metrics) == expected_keys
+    expected_keys = {f"xquad-r_{s}_{m}" for s in ("mono", "cross", "multi") for m in (*LAREQA_METRICS, "map")}
+    assert set(metrics) == expected_keys | {"xquad-r_multi_same_language@20"}
     assert evaluator.primary_metric == "xquad-r_multi_map@20"
     for key, value in metrics.items():
         assert np.isfinite(value), key
@@ -180,7 +180,7 @@ def test_precomputed_embeddings_and_prompts(xquad, model):
     assert torch.allclose(q["en"][0], model.encode("q: " + xquad.splits["en"].questions[0], convert_to_tensor=True))
     with pytest.raises(ValueError, match="questions embeddings of language 'de' have shape"):
         evaluator.compute_metrics_from_embeddings({"de": q["de"][:5], "en": q["en"]}, c)
-    assert set(evaluator.compute_metrics_from_embeddings(q, c)) == {f"mono_{m}" for m in LAREQA_METRICS}
+    assert set(evaluator.compute_metrics_from_embeddings(q, c)) == {f"mono_{m}" for m in (*LAREQA_METRICS, "map")}
 
 
 def test_bad_arguments_raise(xquad):
@@ -188,6 +188,188 @@ def test_bad_arguments_raise(xquad):
         MultilingualRetrievalEvaluator(xquad, settings=["bilingual"])
     with pytest.raises(ValueError, match="xx"):
         MultilingualRetrievalEvaluator(xquad, languages=["en", "xx"])
+
+
+# ----------------------------------------------------- full mAP, same-language share, centering
+
+
+@pytest.fixture(scope="module")
+def small_mlqa(mlqa):
+    from sentence_transformers_hybrid.data import subsample_benchmark
+
+    return subsample_benchmark(load_lareqa_languages(mlqa, ["de", "en", "es"]), 60)
+
+
+def load_lareqa_languages(bench, languages):
+    from sentence_transformers_hybrid.data import RetrievalBenchmark
+
+    return RetrievalBenchmark({lang: bench.splits[lang] for lang in languages}, name=bench.name)
+
+
+def biased_embeddings(bench, dim: int = 24, bias: float = 2.0, seed: int = 0):
+    """Meaning (one random vector per question group, shared by its question and answers) + noise + a strong offset
+    per language and side: a model whose ranking the query's language dominates."""
+    rng = np.random.default_rng(seed)
+    meaning = rng.standard_normal((len(bench.group_ids), dim))
+    q, c = {}, {}
+    for lang, split in bench.splits.items():
+        lang_q = bias * rng.standard_normal(dim)  # shared by the language's questions and candidates
+        lang_c = lang_q + 0.3 * bias * rng.standard_normal(dim)
+        q[lang] = meaning[split.question_groups] + 0.5 * rng.standard_normal((len(split.questions), dim)) + lang_q
+        cand = 0.8 * rng.standard_normal((len(split.sentences), dim)) + lang_c
+        cand[split.answer_sentence] += meaning[split.question_groups]
+        c[lang] = cand
+    return q, c
+
+
+def brute_force_multi(bench, q, c, k: int = 20):
+    """Per query language: map@20, map, rank_distance, same_language@20, from one full stable sort per row."""
+    langs = bench.languages
+    pool = np.concatenate([c[lang] for lang in langs])
+    pool = pool / np.linalg.norm(pool, axis=1, keepdims=True)
+    pool_lang = np.repeat(np.arange(len(langs)), [len(c[lang]) for lang in langs])
+    out = {}
+    for i, x in enumerate(langs):
+        qx = q[x] / np.linalg.norm(q[x], axis=1, keepdims=True)
+        scores = (qx.astype(np.float32) @ pool.astype(np.float32).T).astype(np.float64)
+        order = np.argsort(-scores, axis=1, kind="stable")  # ties: lower index first
+        answers = bench.group_answer_columns(langs)[bench.splits[x].question_groups]
+        rel = np.zeros(scores.shape, dtype=bool)
+        for row, cols in enumerate(answers):
+            rel[row, cols[cols >= 0]] = True
+        ranked = np.take_along_axis(rel, order, 1)
+        hits = np.cumsum(ranked, 1)
+        ranks = np.arange(1, scores.shape[1] + 1)
+        n_rel = rel.sum(1)
+        full_ap = (ranked * hits / ranks).sum(1) / n_rel
+        ap20 = (ranked[:, :k] * hits[:, :k] / ranks[:k]).sum(1) / np.minimum(n_rel, k)
+        rel_ranks = [ranks[r] for r in ranked]
+        distance = np.array([r.max() - r.min() for r in rel_ranks])
+        same = (pool_lang[order[:, :k]] == i).mean(1)
+        out[x] = {"map@20": ap20.mean(), "map": full_ap.mean(), "rank_distance": distance.mean(),
+                  "same_language@20": same.mean()}
+    return out
+
+
+def center_by_hand(embeddings):
+    out = {}
+    for lang, e in embeddings.items():
+        u = e / np.linalg.norm(e, axis=1, keepdims=True)
+        centered = u - u.mean(0)
+        out[lang] = centered / np.linalg.norm(centered, axis=1, keepdims=True)
+    return out
+
+
+def test_multi_rows_and_keys_match_a_brute_force_computation(small_mlqa):
+    q, c = biased_embeddings(small_mlqa)
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa, name="m", settings=["multi"])
+    summary = evaluator.compute_metrics_from_embeddings(q, c)
+    want = brute_force_multi(small_mlqa, q, c)
+    rows = {r["query_language"]: r for r in evaluator.results}
+    assert sorted(rows) == ["de", "en", "es"] and all(r["setting"] == "multi" for r in rows.values())
+    for lang, expected in want.items():
+        for key, value in expected.items():
+            assert rows[lang][key] == pytest.approx(value, rel=1e-9), (lang, key)
+    for key in ("map@20", "map", "rank_distance", "same_language@20"):  # mean over query languages
+        assert summary[f"multi_{key}"] == pytest.approx(np.mean([want[x][key] for x in want]), rel=1e-9), key
+
+
+def test_full_map_in_mono_and_cross_matches_a_brute_force_computation(small_mlqa):
+    q, c = biased_embeddings(small_mlqa, seed=1)
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa, settings=["mono", "cross"])
+    summary = evaluator.compute_metrics_from_embeddings(q, c)
+    aps = []
+    for x in small_mlqa.languages:
+        for y in small_mlqa.languages:
+            rows, rel = small_mlqa.relevance(x, y)
+            qx = q[x][rows] / np.linalg.norm(q[x][rows], axis=1, keepdims=True)
+            cy = c[y] / np.linalg.norm(c[y], axis=1, keepdims=True)
+            scores = qx.astype(np.float32) @ cy.astype(np.float32).T
+            order = np.argsort(-scores, axis=1, kind="stable")
+            rank = np.argmax(np.take_along_axis(rel.toarray(), order, 1), 1) + 1  # one relevant candidate
+            aps.append(((x == y), np.mean(1.0 / rank)))
+    assert summary["mono_map"] == pytest.approx(np.mean([a for m, a in aps if m]), rel=1e-9)
+    assert summary["cross_map"] == pytest.approx(np.mean([a for m, a in aps if not m]), rel=1e-9)
+
+
+def test_centered_evaluator_equals_the_plain_one_on_centered_embeddings(small_mlqa):
+    q, c = biased_embeddings(small_mlqa, seed=2)
+    centered = MultilingualRetrievalEvaluator(small_mlqa, center_languages=True)
+    got = centered.compute_metrics_from_embeddings(q, c)
+    got_rows = centered.results
+    plain = MultilingualRetrievalEvaluator(small_mlqa)
+    want = plain.compute_metrics_from_embeddings(center_by_hand(q), center_by_hand(c))
+    assert got == pytest.approx(want, rel=1e-9)
+    assert len(got_rows) == len(plain.results)
+    for ours, theirs in zip(got_rows, plain.results):
+        numbers = [k for k, v in theirs.items() if not isinstance(v, str)]
+        assert {k: v for k, v in ours.items() if isinstance(v, str)} == {
+            k: v for k, v in theirs.items() if isinstance(v, str)
+        }
+        assert {k: ours[k] for k in numbers} == pytest.approx({k: theirs[k] for k in numbers}, rel=1e-9)
+
+
+def test_one_encoding_serves_plain_and_centered_figures(small_mlqa):
+    q, c = biased_embeddings(small_mlqa, seed=3)
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa)
+    plain = evaluator.compute_metrics_from_embeddings(q, c)
+    centered = evaluator.compute_metrics_from_embeddings(q, c, center_languages=True)
+    assert centered == pytest.approx(
+        MultilingualRetrievalEvaluator(small_mlqa, center_languages=True).compute_metrics_from_embeddings(q, c)
+    )
+    assert plain == pytest.approx(evaluator.compute_metrics_from_embeddings(q, c, center_languages=False))
+    assert centered != plain
+
+
+def test_centering_removes_an_added_language_offset(small_mlqa):
+    q, c = biased_embeddings(small_mlqa, bias=3.0, seed=4)
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa, settings=["multi"])
+    plain = evaluator.compute_metrics_from_embeddings(q, c)
+    centered = evaluator.compute_metrics_from_embeddings(q, c, center_languages=True)
+    assert plain["multi_same_language@20"] > 0.9  # the query's language wins the top 20
+    assert centered["multi_same_language@20"] < plain["multi_same_language@20"] - 0.3
+    assert centered["multi_rank_distance"] < plain["multi_rank_distance"]
+    assert centered["multi_map@20"] > plain["multi_map@20"]
+
+
+def test_centering_a_language_of_one_question_names_language_and_side(small_mlqa):
+    from sentence_transformers_hybrid.data import subsample_benchmark
+
+    one = subsample_benchmark(small_mlqa, 1)
+    q, c = biased_embeddings(one)
+    evaluator = MultilingualRetrievalEvaluator(one, center_languages=True)
+    with pytest.raises(ValueError, match="center_languages: questions of language 'de': 1 embedding"):
+        evaluator.compute_metrics_from_embeddings(q, c)
+
+
+def test_centering_zero_variance_candidates_names_language_and_side(small_mlqa):
+    q, c = biased_embeddings(small_mlqa)
+    c["en"] = np.ones_like(c["en"])
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa, center_languages=True)
+    with pytest.raises(ValueError, match="candidates of language 'en': all .* embeddings are equal .zero variance"):
+        evaluator.compute_metrics_from_embeddings(q, c)
+
+
+def test_centering_nan_embeddings_gives_the_kernel_error(small_mlqa):
+    q, c = biased_embeddings(small_mlqa)
+    q["es"][3, 0] = np.nan
+    evaluator = MultilingualRetrievalEvaluator(small_mlqa, center_languages=True)
+    with pytest.raises(ValueError, match=r"query language 'es': scores\[\d+, \d+\] is nan.*finite"):
+        evaluator.compute_metrics_from_embeddings(q, c)
+
+
+def test_same_language_share_counts_the_pool_when_smaller_than_k():
+    from sentence_transformers_hybrid.metrics import same_language_share
+
+    top = torch.tensor([[2, 0, 1]])
+    assert float(same_language_share(top, torch.tensor([0, 1, 0]), 0, k=20)[0]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="at least min"):
+        same_language_share(top[:, :2], torch.tensor([0, 1, 0]), 0, k=20)
+
+
+def test_centered_evaluator_reports_it_in_its_config(small_mlqa):
+    assert MultilingualRetrievalEvaluator(small_mlqa, center_languages=True).get_config_dict()["center_languages"]
+    assert "center_languages" not in MultilingualRetrievalEvaluator(small_mlqa).get_config_dict()
 
 
 # ---------------------------------------------------------------------------------------- trainer

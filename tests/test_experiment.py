@@ -58,6 +58,62 @@ def test_smoke_preset_writes_results_table_plots_and_cards(smoke_run):
     assert runs["pretrained"]["multi_map@20"] == results["pretrained"]["multi"]["map@20"]
 
 
+def _markdown_rows(md: str, heading: str) -> dict[str, str]:
+    """The rows of the table in the section ``heading`` of results.md (up to the next heading), by first cell."""
+    section = md.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")][2:]  # after header and separator
+    return {line.split(" | ")[0].lstrip("| "): line for line in lines}
+
+
+def _records(out):
+    runs = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+    return runs["pretrained"], {m: runs[i] for m, i in (("mono", "mono-s0"), ("cross", "cross-s0"),
+                                                          ("hybrid", "hybrid-a0.5-s0"))}
+
+
+def test_smoke_report_has_the_centered_table_of_every_model(smoke_run):
+    out, _ = smoke_run
+    pretrained, records = _records(out)
+    results = json.loads((out / "results.json").read_text())
+    rows = _markdown_rows((out / "results.md").read_text(), "## The post-hoc control: language centering")
+    labels = {"pretrained": "pretrained", "mono": "X-X-mono", "cross": "X-Y", "hybrid": "Hybrid (α=0.5)"}
+    for model, record in {"pretrained": pretrained, **records}.items():
+        c = record["centered"]
+        assert {"mono_map@20", "cross_map@20", "multi_map@20", "multi_map", "rank_distance",
+                "multi_same_language@20"} <= set(c)
+        cells = " | ".join(f"{c[f'{s}_map@20']:.3f}" for s in ("mono", "cross", "multi"))
+        assert rows[labels[model]].startswith(f"| {labels[model]} | {cells} | {c['multi_map']:.3f} | "
+                                              f"{c['rank_distance']:.1f} | {c['multi_same_language@20']:.3f} |")
+        summary_entry = results[model]["centered"]
+        assert summary_entry["multi"]["map@20"] == c["multi_map@20"]
+
+
+def test_smoke_report_has_the_bias_scatter_plot(smoke_run):
+    out, _ = smoke_run
+    assert (out / "bias_scatter.png").stat().st_size > 1000
+    assert "![bias_scatter](bias_scatter.png)" in (out / "results.md").read_text()
+
+
+def test_smoke_claims_agree_with_the_run_records(smoke_run):
+    out, _ = smoke_run
+    pretrained, records = _records(out)
+    claims = {c["id"]: c for c in json.loads((out / "results.json").read_text())["claims"]}
+    assert len(claims) == 6
+    beats = claims["hybrid_beats_centering_alone"]
+    assert beats["difference"] == pytest.approx(records["hybrid"]["multi_map@20"]
+                                                - pretrained["centered"]["multi_map@20"])
+    assert beats["holds"] == (beats["difference"] > 0) and beats["margin_sd"] is None  # one seed
+    below = claims["hybrid_rank_distance_below_mono"]
+    assert below["difference"] == pytest.approx(records["mono"]["rank_distance"] - records["hybrid"]["rank_distance"])
+    best = max(("mono", "cross", "hybrid"), key=lambda m: records[m]["multi_map@20"])
+    assert claims["hybrid_best_on_multi"]["holds"] == (best == "hybrid")
+    assert claims["hybrid_within_1sd_of_best"]["holds"] is None  # one seed: '1 sd' is not defined
+    rows = _markdown_rows((out / "results.md").read_text(), "## The paper's claims, as measured")
+    verdict = {True: "| holds", False: "| does not hold", None: "| not defined"}
+    for c in claims.values():
+        assert verdict[c["holds"]] in rows[c["claim"]], c["id"]
+
+
 def test_model_card_names_sampler_mode_alpha_seed_data_and_results(smoke_run):
     out, _ = smoke_run
     card = (out / "models" / "hybrid" / "README.md").read_text()
@@ -208,6 +264,22 @@ def test_paper_preset_code_path_trains_a_hub_style_backbone(tmp_path, data_dir):
     seconds = train_model(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path / "ckpt", backbone.prompts())
     assert seconds > 0 and np.abs(model.encode(["Query: hello"]) - before).max() > 0
     assert backbone.prompts() == {"query": "Query: ", "passage": "Passage: "}
+
+
+def test_cli_evaluate_center_languages_flag(tmp_path, data_dir):
+    from sentence_transformers_hybrid.testing import tiny_static_model
+
+    corpus, _ = load_data(PRESETS["smoke"], data_dir)
+    tiny_static_model(corpus.queries + corpus.passages, dim=16, seed=0).save(str(tmp_path / "tiny"))
+    common = ["--model", str(tmp_path / "tiny"), "--benchmark", "xquad-r", "--sentences-only", "--data-dir",
+              str(data_dir), "--languages", "de", "en", "--device", "cpu"]
+    assert main(["evaluate", "--output-dir", str(tmp_path / "plain"), *common]) == 0
+    assert main(["evaluate", "--output-dir", str(tmp_path / "centered"), "--center-languages", *common]) == 0
+    plain = json.loads(next((tmp_path / "plain").glob("*summary.json")).read_text())[-1]
+    centered = json.loads(next((tmp_path / "centered").glob("*summary.json")).read_text())[-1]
+    assert plain["center_languages"] is False and centered["center_languages"] is True
+    assert centered["metrics"]["multi_map@20"] != plain["metrics"]["multi_map@20"]
+    assert json.loads((tmp_path / "centered" / "evaluate_config.json").read_text())["center_languages"] is True
 
 
 def test_cli_train_evaluate_and_cka_on_a_tiny_model(tmp_path, data_dir):

@@ -48,6 +48,16 @@ def reference_metrics(scores: np.ndarray, relevance: np.ndarray) -> dict[str, np
     return {k: np.array(v) for k, v in out.items()}
 
 
+def reference_full_map(scores: np.ndarray, relevance: np.ndarray) -> np.ndarray:
+    """AP over the full ranking per query: mean over relevant documents of the precision at their rank."""
+    aps = []
+    for order, rel in zip(reference_ranking(scores), relevance):
+        ranked_rel = rel[order]
+        precisions = [ranked_rel[:i].sum() / i for i in range(1, len(order) + 1) if ranked_rel[i - 1]]
+        aps.append(np.mean(precisions))
+    return np.array(aps)
+
+
 def random_case(n_queries: int, n_docs: int, max_rel: int, seed: int, ties: bool = False):
     rng = np.random.default_rng(seed)
     if ties:  # few distinct values: many ties, also at the top-k boundaries
@@ -128,6 +138,39 @@ def test_rank_distance_uses_the_full_ranking():
     assert retrieval_metrics(scores, relevance)["rank_distance"] == 250.0
 
 
+def test_full_map_hand_computed():
+    # ranking: doc3, doc1, doc2, doc4, doc0; relevant docs 1, 4, 0 at ranks 2, 4, 5
+    scores = np.array([[0.1, 0.5, 0.3, 0.9, 0.2]])
+    relevance = np.array([[1, 1, 0, 0, 1]], dtype=bool)
+    m = ranking_metrics(scores, relevance, ["map", "map@2"])
+    assert m["map"] == pytest.approx((1 / 2 + 2 / 4 + 3 / 5) / 3)
+    assert m["map@2"] == pytest.approx((1 / 2) / 2)
+
+
+def test_full_map_counts_relevant_documents_beyond_every_cutoff():
+    # relevant at ranks 1 and 500: map@20 sees one of them, map both
+    scores = -np.arange(600, dtype=np.float32)[None, :]
+    relevance = np.zeros((1, 600), dtype=bool)
+    relevance[0, [0, 499]] = True
+    m = ranking_metrics(scores, relevance, ["map@20", "map"])
+    assert m["map@20"] == pytest.approx(1 / 2)
+    assert m["map"] == pytest.approx((1 + 2 / 500) / 2)
+
+
+def test_full_map_breaks_ties_by_lower_document_index():
+    scores = np.full((1, 4), 0.5)  # ranks = index + 1
+    assert ranking_metrics(scores, np.array([[0, 1, 0, 1]], dtype=bool), ["map"])["map"] == pytest.approx(
+        (1 / 2 + 2 / 4) / 2
+    )
+
+
+def test_rank_distance_is_the_same_with_or_without_full_map():
+    scores, relevance = random_case(40, 120, max_rel=15, seed=11, ties=True)
+    alone = ranking_metrics(scores, relevance, ["rank_distance"], reduction="none")["rank_distance"]
+    with_map = ranking_metrics(scores, relevance, ["map", "rank_distance"], reduction="none")["rank_distance"]
+    np.testing.assert_array_equal(with_map, alone)
+
+
 def test_cutoffs_beyond_the_number_of_documents():
     scores = np.array([[0.3, 0.2, 0.1]])
     relevance = np.array([[0, 0, 1]], dtype=bool)
@@ -145,6 +188,24 @@ def test_matches_brute_force_reference(ties):
     want = reference_metrics(scores, relevance)
     for key in LAREQA_METRICS:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_full_map_matches_brute_force_reference(ties):
+    scores, relevance = random_case(60, 150, max_rel=25, seed=1, ties=ties)
+    scores[::3] *= 10  # some rows with relevant documents in the top 20, some without
+    relevance[::4, reference_ranking(scores)[::4, 0]] = True
+    got = ranking_metrics(scores, relevance, ["map", *LAREQA_METRICS], reduction="none")
+    np.testing.assert_allclose(got["map"], reference_full_map(scores, relevance), rtol=1e-12, atol=1e-12)
+    want = reference_metrics(scores, relevance)
+    for key in LAREQA_METRICS:  # rank_distance now comes from the counted ranks
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def test_full_map_alone_without_any_cutoff_matches_the_reference():
+    scores, relevance = random_case(30, 80, max_rel=6, seed=12, ties=True)
+    got = ranking_metrics(scores, relevance, ["map"], reduction="none", chunk_size=7)["map"]
+    np.testing.assert_allclose(got, reference_full_map(scores, relevance), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -205,6 +266,28 @@ def test_matches_pytrec_eval():
         assert got["recall@1"][q] == pytest.approx(t["recall_1"], abs=1e-12)
         assert got["recall@10"][q] == pytest.approx(t["recall_10"], abs=1e-12)
         assert got["map@20"][q] == pytest.approx(t["map_cut_20"], abs=1e-12)  # every |R| <= 20
+
+
+def test_full_map_matches_pytrec_eval_map_over_the_full_run():
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    scores, relevance = random_case(80, 300, max_rel=40, seed=13)  # distinct scores; |R| up to 40 > 20
+    qrels = {f"q{q}": {f"d{d}": 1 for d in np.flatnonzero(relevance[q])} for q in range(len(scores))}
+    run = {f"q{q}": {f"d{d}": float(s) for d, s in enumerate(scores[q])} for q in range(len(scores))}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"map"}).evaluate(run)
+    got = ranking_metrics(scores, relevance, ["map"], reduction="none")["map"]
+    for q in range(len(scores)):
+        assert got[q] == pytest.approx(trec[f"q{q}"]["map"], abs=1e-12)
+
+
+def test_full_map_matches_beir_map_over_the_full_run():
+    from beir.retrieval.evaluation import EvaluateRetrieval
+
+    scores, relevance = random_case(40, 200, max_rel=10, seed=14)
+    results = {f"q{q}": {f"d{d}": float(scores[q, d]) for d in range(200)} for q in range(len(scores))}
+    qrels = {f"q{q}": {f"d{d}": 1 for d in np.flatnonzero(relevance[q])} for q in range(len(scores))}
+    _, beir_map, _, _ = EvaluateRetrieval.evaluate(qrels, results, [200])  # MAP@200 = map over the whole run
+    got = ranking_metrics(scores, relevance, ["map"])["map"]
+    assert got == pytest.approx(beir_map["MAP@200"], abs=6e-6)  # BEIR rounds to 5 decimals
 
 
 def test_map_differs_from_trec_map_cut_when_more_than_20_relevant():
@@ -301,3 +384,10 @@ def test_graded_relevance_and_unknown_metrics_raise():
         retrieval_metrics(np.zeros((1, 3)), np.array([[0, 2, 1]]))
     with pytest.raises(ValueError, match="unknown metric 'map@0'"):
         ranking_metrics(np.zeros((1, 3)), np.ones((1, 3), dtype=bool), ["map@0"])
+
+
+def test_full_map_on_nan_scores_raises_the_kernel_error():
+    scores = np.zeros((3, 4))
+    scores[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"scores\[1, 2\] is nan.*finite"):
+        ranking_metrics(scores, np.ones((3, 4), dtype=bool), ["map"])

@@ -1,6 +1,7 @@
 """Evaluators in the sentence-transformers sense: they encode, call the metric kernels and name the results.
 
-* :mod:`.retrieval`: :class:`MultilingualRetrievalEvaluator` (LAReQA mono / cross / multi, rank distance);
+* :mod:`.retrieval`: :class:`MultilingualRetrievalEvaluator` (LAReQA mono / cross / multi, rank distance,
+  same-language share, the language-centering control);
 * :mod:`.beir`: :class:`BEIRRetrievalEvaluator` and BEIR interop (qrels <-> relevance, runs, the cross-check);
 * :mod:`.cka`: :class:`CKAEvaluator` and the layer-wise helpers (:func:`layer_embeddings`, :func:`layerwise_cka`,
   :func:`cka_matrix`, :func:`plot_cka_heatmap`);
@@ -11,11 +12,13 @@ None of them parses files; loaders live in :mod:`sentence_transformers_hybrid.da
 
 from .beir import BEIRRetrievalEvaluator, beir_evaluate, load_beir_folder, relevance_from_qrels, run_from_scores
 from .cka import CKAEvaluator, cka_matrix, layer_embeddings, layerwise_cka, plot_cka_heatmap
-from .retrieval import SETTINGS, MultilingualRetrievalEvaluator
+from .retrieval import EVALUATOR_METRICS, MULTI_METRICS, SETTINGS, MultilingualRetrievalEvaluator, setting_metrics
 
 __all__ = [
     "BEIRRetrievalEvaluator",
     "CKAEvaluator",
+    "EVALUATOR_METRICS",
+    "MULTI_METRICS",
     "MultilingualRetrievalEvaluator",
     "SETTINGS",
     "beir_evaluate",
@@ -26,4 +29,5 @@ __all__ = [
     "plot_cka_heatmap",
     "relevance_from_qrels",
     "run_from_scores",
+    "setting_metrics",
 ]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .encoding import QueryDocumentEncoding, Similarity, cosine_scores
 
 from ..data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
+from ..metrics.bias import language_centered, same_language_share
 from ..metrics.retrieval import (
     LAREQA_METRICS,
     check_finite_scores,
@@ -37,10 +38,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MultilingualRetrievalEvaluator", "SETTINGS"]
+__all__ = ["EVALUATOR_METRICS", "MULTI_METRICS", "MultilingualRetrievalEvaluator", "SETTINGS", "setting_metrics"]
 
 #: The LAReQA settings, in the order they are reported.
 SETTINGS: tuple[str, ...] = ("mono", "cross", "multi")
+#: The metrics of every setting: LAReQA's six and ``map``, mean average precision over the full ranking.
+EVALUATOR_METRICS: tuple[str, ...] = (*LAREQA_METRICS, "map")
+#: The metrics of the multi setting only: the share of a query's 20 best candidates in its own language.
+MULTI_METRICS: tuple[str, ...] = ("same_language@20",)
+
+
+def setting_metrics(setting: str) -> tuple[str, ...]:
+    """The metric names the evaluator reports for ``setting`` (``f"{name}_{setting}_{metric}"``).
+
+    Example:
+        >>> setting_metrics("multi")[-2:]
+        ('map', 'same_language@20')
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    return EVALUATOR_METRICS + (MULTI_METRICS if setting == "multi" else ())
 
 
 
@@ -56,9 +73,20 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
       MLQA-R), averaged over ``X``.
 
     Metrics per pair are those of :func:`~sentence_transformers_hybrid.metrics.retrieval_metrics` (``map@20``,
-    ``recall@1``, ``recall@10``, ``ndcg@10``, ``mrr@10``, ``rank_distance``), averaged over the pair's queries,
-    then macro-averaged over pairs. ``multi_rank_distance`` is the paper's language bias. The result keys are
-    ``f"{name}_{setting}_{metric}"``; ``primary_metric`` is ``f"{name}_multi_map@20"``.
+    ``recall@1``, ``recall@10``, ``ndcg@10``, ``mrr@10``, ``rank_distance``) and ``map`` (mean average precision
+    over the full ranking), averaged over the pair's queries, then macro-averaged over pairs. The multi setting also
+    has ``same_language@20``: per query, the share of its 20 best candidates in the pool that are in the query's own
+    language. ``multi_rank_distance`` is the paper's language bias. The result keys are
+    ``f"{name}_{setting}_{metric}"`` (see :func:`setting_metrics`); ``primary_metric`` is
+    ``f"{name}_multi_map@20"``. :attr:`results` has one row per language pair, the multi rows one per query
+    language.
+
+    **The centering control.** With ``center_languages=True`` every embedding has the mean embedding of its
+    language and side removed before scoring (a question: the mean of that language's questions; a candidate: the
+    mean of that language's candidates; embeddings normalised to unit length first, re-normalised after; see
+    :func:`~sentence_transformers_hybrid.metrics.language_centered`): a free post-hoc baseline against language
+    bias, with the same keys. To get both from one encoding, call :meth:`encode` once and
+    :meth:`compute_metrics_from_embeddings` twice, with ``center_languages=False`` and ``True``.
 
     Each language's questions and candidates are encoded once and reused for every pair: the multi score matrix
     of a query language holds every mono and cross block of it.
@@ -84,6 +112,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         truncate_dim: truncate embeddings to this dimension (Matryoshka models).
         write_csv: with ``output_path``, write the per-pair CSV and the summary JSON.
         chunk_size: queries per chunk of the metric kernel (default: the kernel's).
+        center_languages: score language-centered embeddings (the post-hoc control above).
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
@@ -115,6 +144,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         truncate_dim: int | None = None,
         write_csv: bool = True,
         chunk_size: int | None = None,
+        center_languages: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(benchmark, RetrievalBenchmark):
@@ -141,7 +171,9 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                            show_progress_bar, truncate_dim, write_csv)
         self.candidate_context = candidate_context
         self.chunk_size = chunk_size
-        self.metrics = LAREQA_METRICS
+        self.metrics = EVALUATOR_METRICS
+        self.multi_metrics = MULTI_METRICS
+        self.center_languages = bool(center_languages)
         main = "multi" if "multi" in self.settings else self.settings[0]
         self.primary_metric = f"{main}_map@20"
         self.results: list[dict[str, Any]] = []
@@ -170,6 +202,10 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
 
     # ----------------------------------------------------------------------------------------- scoring
 
+    def setting_metrics(self, setting: str) -> tuple[str, ...]:
+        """The metrics this evaluator reports for ``setting``: :attr:`metrics`, plus :attr:`multi_metrics` in multi."""
+        return tuple(self.metrics) + (tuple(self.multi_metrics) if setting == "multi" else ())
+
     def relevance(self, query_language: str, corpus_language: str | None) -> tuple[np.ndarray, sp.csr_matrix]:
         """``(query_rows, rel)`` of a pair (``corpus_language=None``: the pool of all evaluated languages)."""
         key = (query_language, corpus_language)
@@ -183,13 +219,23 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         query_embeddings: Mapping[str, Any],
         candidate_embeddings: Mapping[str, Any],
         similarity: Similarity | None = None,
+        *,
+        center_languages: bool | None = None,
     ) -> dict[str, float]:
         """All settings from precomputed embeddings (one ``[n x dim]`` array per language, in benchmark order).
 
         Fills :attr:`results` (one row per language pair) and returns the macro-averages as
         ``{f"{setting}_{metric}": value}`` (without the name prefix). ``similarity`` defaults to cosine.
+        ``center_languages`` (default: the evaluator's) scores the language-centered embeddings instead, so one
+        encoding serves both the plain and the centered figures::
+
+            queries, candidates = evaluator.encode(model)
+            plain = evaluator.compute_metrics_from_embeddings(queries, candidates, model.similarity)
+            centered = evaluator.compute_metrics_from_embeddings(queries, candidates, model.similarity,
+                                                                 center_languages=True)
         """
         similarity = similarity or cosine_scores
+        center = self.center_languages if center_languages is None else bool(center_languages)
         q_emb, c_emb = {}, {}
         for lang in self.languages:
             split = self.benchmark.splits[lang]
@@ -206,9 +252,17 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                         f"expected ({n}, dim)"
                     )
                 store[lang] = t
+        if center:
+            try:
+                q_emb = language_centered(q_emb, side="questions")
+                c_emb = language_centered(c_emb, side="candidates")
+            except ValueError as err:
+                raise ValueError(f"{self.name}: center_languages: {err}") from None
         pool = torch.cat([c_emb[lang] for lang in self.languages])
         offsets = np.cumsum([0] + [len(c_emb[lang]) for lang in self.languages])
         span = {lang: (int(offsets[i]), int(offsets[i + 1])) for i, lang in enumerate(self.languages)}
+        pool_language = torch.from_numpy(np.repeat(np.arange(len(self.languages)), np.diff(offsets)))
+        share_k = int(MULTI_METRICS[0].split("@")[1])
 
         rows: list[dict[str, Any]] = []
         bar = tqdm(self.languages, desc=f"{self.name}: scoring", disable=not self.show_progress_bar)
@@ -231,7 +285,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
             except ValueError as err:
                 raise ValueError(f"{self.name}: query language {x!r}: {err}") from None
             # the first k candidates of every block, once for all rows; the multi top k is their merge
-            k = max_cutoff(self.metrics)
+            k = max(max_cutoff(self.metrics), share_k if "multi" in self.settings else 0)
             tops = {y: top_k_indices(s, k) for y, s in block.items()} if k else {}
             if k and "multi" in self.settings:
                 cand = torch.cat([tops[y] + span[y][0] for y in self.languages], 1)
@@ -245,9 +299,10 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                     "queries": len(query_rows),
                     "candidates": rel.shape[1],
                 }
+                names = self.setting_metrics(setting)
                 if len(query_rows) == 0:
                     logger.warning(f"{self.name}: no question of {x!r} has an answer in {row['corpus_language']!r}")
-                    row.update({m: float("nan") for m in self.metrics})
+                    row.update({m: float("nan") for m in names})
                 else:
                     s = scores if y is None else block[y]
                     top = tops.get(y)
@@ -260,13 +315,17 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                             s, rel, self.metrics, chunk_size=self.chunk_size, check_finite=False, top_indices=top
                         )
                     )
+                    if setting == "multi" and MULTI_METRICS[0] in self.multi_metrics:
+                        code = self.languages.index(x)
+                        share = same_language_share(top, pool_language.to(top.device), code, k=share_k)
+                        row[MULTI_METRICS[0]] = float(share.mean(dtype=torch.float64))
                 rows.append(row)
         self.results = rows
 
         summary: dict[str, float] = {}
         for setting in self.settings:
             table = [r for r in rows if r["setting"] == setting and r["queries"] > 0]
-            for m in self.metrics:
+            for m in self.setting_metrics(setting):
                 summary[f"{setting}_{m}"] = float(np.mean([r[m] for r in table])) if table else float("nan")
         return summary
 
@@ -295,13 +354,17 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
             out_txt = f" after epoch {epoch}" if steps == -1 else f" in epoch {epoch} after {steps} steps"
         else:
             out_txt = ""
-        logger.info(f"Multilingual retrieval evaluation of the model on {self.name} ({', '.join(self.languages)}){out_txt}:")
+        centered = " (language-centered embeddings)" if self.center_languages else ""
+        logger.info(
+            f"Multilingual retrieval evaluation of the model on {self.name} ({', '.join(self.languages)}){out_txt}"
+            f"{centered}:"
+        )
         queries, candidates = self.encode(model)
         summary = self.compute_metrics_from_embeddings(queries, candidates, similarity=model.similarity)
         for setting in self.settings:
             logger.info(
                 f"  {setting:5s}  "
-                + "  ".join(f"{m}: {summary[f'{setting}_{m}']:.4f}" for m in self.metrics)
+                + "  ".join(f"{m}: {summary[f'{setting}_{m}']:.4f}" for m in self.setting_metrics(setting))
             )
         if output_path is not None and self.write_csv:
             self.write_results(output_path, summary, epoch, steps)
@@ -314,14 +377,14 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         os.makedirs(output_path, exist_ok=True)
         csv_path = os.path.join(output_path, self.csv_file)
         header = ["epoch", "steps", "setting", "query_language", "corpus_language", "queries", "candidates"]
-        header += list(self.metrics)
+        header += list(self.metrics) + (list(self.multi_metrics) if "multi" in self.settings else [])
         new = not os.path.isfile(csv_path)
         with open(csv_path, "a", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(header)
             for r in self.results:
-                writer.writerow([epoch, steps] + [r[h] for h in header[2:]])
+                writer.writerow([epoch, steps] + [r.get(h, "") for h in header[2:]])
         json_path = os.path.join(output_path, self.json_file)
         history = []
         if os.path.isfile(json_path):
@@ -335,6 +398,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                 "languages": list(self.languages),
                 "candidate_context": self.candidate_context,
                 "candidate_text": CANDIDATE_WITH_CONTEXT if self.candidate_context else "{sentence}",
+                "center_languages": self.center_languages,
                 "metrics": summary,
             }
         )
@@ -342,4 +406,7 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
             json.dump(history, f, indent=2)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"languages": list(self.languages), "candidate_context": self.candidate_context, **self.prompt_config()}
+        config = {"languages": list(self.languages), "candidate_context": self.candidate_context, **self.prompt_config()}
+        if self.center_languages:
+            config["center_languages"] = True
+        return config

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._utils import atomic_write_json
-from ..evaluation.retrieval import SETTINGS
-from ..metrics.retrieval import LAREQA_METRICS
+from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..data import ParallelCorpus, RetrievalBenchmark, load_lareqa, subsample_benchmark
 from .backbones import make_backbone
 from .devices import select_device
@@ -43,7 +42,12 @@ def load_data(preset: Preset, data_dir: str | Path | None) -> tuple[ParallelCorp
 # ---------------------------------------------------------------------------------------------- train / evaluate
 def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, output_path: Path | None = None
                    ) -> dict[str, Any]:
-    """LAReQA metrics in the three settings + final-embedding CKA (English vs each language), one flat dict."""
+    """LAReQA metrics in the three settings + final-embedding CKA (English vs each language), one flat dict.
+
+    The texts are encoded once; the same embeddings are scored plain and language-centered (the post-hoc control,
+    :class:`MultilingualRetrievalEvaluator` with ``center_languages=True``): the centered figures go under
+    ``"centered"`` (``{mono,cross,multi}_{metric}``, ``rank_distance``, and ``multi_by_language``, its multi rows).
+    """
     from ..evaluation import MultilingualRetrievalEvaluator
 
     evaluator = MultilingualRetrievalEvaluator(
@@ -57,12 +61,26 @@ def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, 
     )
     if output_path is not None:
         output_path.mkdir(parents=True, exist_ok=True)
-    metrics = evaluator(model, output_path=str(output_path) if output_path else None)
-    prefix = f"{name}_"
-    flat = {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix)}
-    out: dict[str, Any] = {f"{s}_{m}": flat[f"{s}_{m}"] for s in SETTINGS for m in LAREQA_METRICS if f"{s}_{m}" in flat}
+    queries, candidates = evaluator.encode(model)  # once: the plain and the centered figures share it
+    flat = evaluator.compute_metrics_from_embeddings(queries, candidates, similarity=model.similarity)
+    pairs = evaluator_pairs(evaluator)
+    if output_path is not None:
+        evaluator.write_results(str(output_path), flat)
+    evaluator.store_metrics_in_model_card_data(model, evaluator.prefix_name_to_metrics(flat, name))
+    keys = [f"{s}_{m}" for s in SETTINGS for m in setting_metrics(s)]
+    out: dict[str, Any] = {k: float(flat[k]) for k in keys if k in flat}
     out["rank_distance"] = flat.get("multi_rank_distance")
-    out["pairs"] = evaluator_pairs(evaluator)
+    out["pairs"] = pairs
+    try:
+        centered = evaluator.compute_metrics_from_embeddings(queries, candidates, similarity=model.similarity,
+                                                             center_languages=True)
+    except ValueError as err:  # e.g. a language of one question: the run keeps its plain figures
+        logger.warning("%s: no centered figures: %s", name, err)
+        out["centered"] = {"error": str(err)}
+    else:
+        out["centered"] = {k: float(centered[k]) for k in keys if k in centered}
+        out["centered"]["rank_distance"] = centered.get("multi_rank_distance")
+        out["centered"]["multi_by_language"] = [r for r in evaluator_pairs(evaluator) if r["setting"] == "multi"]
     out["cka_en"] = english_cka(model, bench, preset)
     out["cka"] = float(np.mean(list(out["cka_en"].values()))) if out["cka_en"] else None
     return out

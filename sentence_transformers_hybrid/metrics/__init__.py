@@ -1,12 +1,12 @@
 """Pure metric kernels on arrays: no models, no I/O, nothing else of this package imported.
 
-* :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, Recall, nDCG, MRR, rank
-  distance) and top-k selection;
-* :mod:`.bias`: language-bias figures (rank distance, ...);
+* :mod:`.retrieval`: :func:`retrieval_metrics` / :func:`ranking_metrics` (LAReQA mAP@20, full-ranking mAP, Recall,
+  nDCG, MRR, rank distance), top-k selection and :func:`relevant_ranks`;
+* :mod:`.bias`: language-bias figures (rank distance, same-language share) and the centering control;
 * :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
 """
 
-from .bias import rank_distance_rows, ranks_of
+from .bias import language_centered, rank_distance_rows, ranks_of, same_language_share
 from .cka import MinibatchCKA, gram_cka, linear_cka, linear_cka_matrix, minibatch_cka, rbf_cka
 from .retrieval import (
     LAREQA_METRICS,
@@ -16,6 +16,7 @@ from .retrieval import (
     max_cutoff,
     merge_top_k,
     ranking_metrics,
+    relevant_ranks,
     retrieval_metrics,
     top_k_indices,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "as_score_tensor",
     "check_finite_scores",
     "gram_cka",
+    "language_centered",
     "linear_cka",
     "linear_cka_matrix",
     "max_cutoff",
@@ -36,6 +38,8 @@ __all__ = [
     "ranking_metrics",
     "ranks_of",
     "rbf_cka",
+    "relevant_ranks",
     "retrieval_metrics",
+    "same_language_share",
     "top_k_indices",
 ]

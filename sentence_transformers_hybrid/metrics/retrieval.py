@@ -19,6 +19,9 @@ document at rank ``i`` is relevant):
 
 * ``map@k`` -- LAReQA's mean average precision: ``AP@k = 1 / min(|R|, k) * sum_{i <= k, rel_i} P@i``.
   trec_eval's ``map_cut_k`` divides by ``|R|`` instead; both agree when ``|R| <= k``.
+* ``map`` -- mean average precision over the **full** ranking (no cutoff; LAReQA's original figure):
+  ``AP = 1 / |R| * sum_{d in R} P@rank(d)``; with the ranks of the relevant documents sorted,
+  ``r_1 < ... < r_|R|``, ``AP = 1 / |R| * sum_j j / r_j``. trec_eval's (and BEIR's) ``map`` over the whole run.
 * ``recall@k`` = ``|R in top k| / |R|``; ``precision@k`` = ``|R in top k| / k``;
   ``accuracy@k`` = 1 when at least one relevant document is in the top ``k``.
 * ``ndcg@k`` -- binary gains, ``log2`` discount: ``sum_{i <= k} rel_i / log2(i + 1)`` divided by the
@@ -27,6 +30,10 @@ document at rank ``i`` is relevant):
 * ``rank_distance`` -- the language-bias measure of Huang et al. (2023), KD-SPD as used by Elmahdy et
   al. (2024): the rank of the lowest-ranked relevant document minus the rank of the highest-ranked
   one, in the full ranking (1-based; 0 for a single relevant document).
+
+``map`` needs the full-ranking rank of every relevant document: those in the top ``K`` have it for free, the
+others of a row are counted in one sweep over the row (one compare per relevant document); ``rank_distance`` then
+comes from the same ranks.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bias import rank_distance_rows
+from .bias import rank_distance_rows, ranks_of
 
 __all__ = [
     "LAREQA_METRICS",
@@ -48,6 +55,7 @@ __all__ = [
     "max_cutoff",
     "merge_top_k",
     "ranking_metrics",
+    "relevant_ranks",
     "retrieval_metrics",
     "top_k_indices",
 ]
@@ -119,7 +127,7 @@ def ranking_metrics(
         scores: ``[queries x documents]`` float array or tensor, higher is better.
         relevance: binary relevance of the same shape, dense or sparse (see :func:`retrieval_metrics`).
         metrics: names among ``map@k``, ``recall@k``, ``precision@k``, ``accuracy@k``, ``ndcg@k``,
-            ``mrr@k`` (any positive ``k``) and ``rank_distance``; returned in this order.
+            ``mrr@k`` (any positive ``k``), ``map`` (full ranking) and ``rank_distance``; returned in this order.
         chunk_size: queries per chunk (default: ``max(16, 2**21 // documents)``).
         reduction: ``"mean"`` or ``"none"`` (per-query float64 numpy arrays).
         check_finite: raise on NaN/inf scores (two cheap reductions per chunk); a caller that has already
@@ -137,6 +145,8 @@ def ranking_metrics(
         >>> relevance = np.array([[False, True, True], [True, False, True]])
         >>> ranking_metrics(scores, relevance, ["recall@2", "precision@1"])
         {'recall@2': 0.5, 'precision@1': 0.0}
+        >>> ranking_metrics(scores, relevance, ["map@1", "map"])   # query 2: relevant at ranks 2 and 3
+        {'map@1': 0.0, 'map': 0.5833333333333333}
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -152,6 +162,7 @@ def ranking_metrics(
     cutoffs = [k for _, k in parsed if k is not None]
     top_k = min(max(cutoffs), n_docs) if cutoffs else 0
     want_distance = any(name == "rank_distance" for name, _ in parsed)
+    want_ranks = ("map", None) in parsed
     if chunk_size is None:
         chunk_size = max(16, _CHUNK_ELEMENTS // n_docs)
     if chunk_size < 1:
@@ -177,7 +188,7 @@ def ranking_metrics(
                 f"({len(empty)} such queries in rows {start}..{stop - 1}); every query needs at least one"
             )
         top = None if top_indices is None else top_indices[start:stop, :top_k].to(chunk.device, torch.int64)
-        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance, top)
+        values = _chunk_metrics(chunk, rel_cols, n_rel, parsed, top_k, want_distance, top, want_ranks)
         for key, v in values.items():
             out[key].append(v.cpu().numpy())
 
@@ -230,13 +241,13 @@ def _parse_metrics(metrics: Sequence[str]) -> list[tuple[str, int | None]]:
         metrics = [metrics]
     parsed: list[tuple[str, int | None]] = []
     for m in metrics:
-        if m == "rank_distance":
+        if m in ("rank_distance", "map"):
             parsed.append((m, None))
             continue
         match = _METRIC_RE.match(m)
         if match is None:
             raise ValueError(
-                f"unknown metric {m!r}: expected rank_distance or one of "
+                f"unknown metric {m!r}: expected rank_distance, map or one of "
                 f"{', '.join(n + '@k' for n in _CUTOFF_METRICS)} with k >= 1"
             )
         parsed.append((match.group(1), int(match.group(2))))
@@ -444,6 +455,7 @@ def _chunk_metrics(
     top_k: int,
     want_distance: bool,
     top: torch.Tensor | None = None,
+    want_ranks: bool = False,
 ) -> dict[str, torch.Tensor]:
     dev = chunk.device
     n_rel_f = n_rel.to(torch.float64)
@@ -458,10 +470,20 @@ def _chunk_metrics(
         cum = torch.cumsum(hits_f, 1)
         ranks = torch.arange(1, top_k + 1, device=dev, dtype=torch.float64)
 
+    rel_ranks = relevant_ranks(chunk, rel_cols, valid, top) if want_ranks else None
+
     out: dict[str, torch.Tensor] = {}
     for name, k in parsed:
         if name == "rank_distance":
-            out[name] = rank_distance_rows(chunk, rel_cols, valid, top).to(torch.float64)
+            if rel_ranks is not None:  # the same figure from the ranks already counted for map
+                first = torch.where(valid, rel_ranks, torch.iinfo(torch.int64).max).min(1).values
+                last = torch.where(valid, rel_ranks, 0).max(1).values
+                out[name] = torch.where(n_rel > 1, last - first, 0).to(torch.float64)
+            else:
+                out[name] = rank_distance_rows(chunk, rel_cols, valid, top).to(torch.float64)
+            continue
+        if name == "map" and k is None:
+            out["map"] = _full_average_precision(rel_ranks, valid, n_rel_f)
             continue
         kk = min(k, top_k)  # cutoffs beyond the number of documents see every document
         h, c = hits_f[:, :kk], cum[:, :kk]
@@ -481,3 +503,46 @@ def _chunk_metrics(
             first = torch.where(hits[:, :kk].any(1), hits[:, :kk].to(torch.int8).argmax(1) + 1, 0)
             out[f"mrr@{k}"] = torch.where(first > 0, 1.0 / first.clamp(min=1).to(torch.float64), 0.0)
     return out
+
+
+def relevant_ranks(
+    chunk: torch.Tensor, rel_cols: torch.Tensor, valid: torch.Tensor, top: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Full-ranking 1-based ranks ``[B x R]`` of each row's relevant documents ``rel_cols`` (padded; ``valid`` says
+    which entries are real, the others hold 0).
+
+    A document in the row's top ``K`` (``top``, in ranking order) has its rank for free; the rows with a relevant
+    document beyond it are counted by :func:`~sentence_transformers_hybrid.metrics.bias.ranks_of`, every relevant
+    document of the row in one sweep.
+
+    Example:
+        >>> chunk = torch.tensor([[0.1, 0.5, 0.3, 0.9, 0.2]])
+        >>> relevant_ranks(chunk, torch.tensor([[1, 4]]), torch.tensor([[True, True]]))
+        tensor([[2, 4]])
+    """
+    safe = rel_cols.clamp(min=0)
+    ranks = torch.zeros(rel_cols.shape, dtype=torch.int64, device=chunk.device)
+    need = valid.clone()
+    if top is not None and top.shape[1]:
+        at = top[:, :, None] == safe[:, None, :]  # [B x K x R]
+        found = at.any(1) & valid
+        pos = at.to(torch.int64).argmax(1) + 1
+        ranks = torch.where(found, pos, ranks)
+        need &= ~found
+    need_row = need.any(1)
+    if bool(need_row.all()):  # the usual case: no row copied
+        ranks = torch.where(need, ranks_of(chunk, safe), ranks)
+    elif bool(need_row.any()):
+        rows = torch.nonzero(need_row).flatten()
+        ranks[rows] = torch.where(need[rows], ranks_of(chunk[rows], safe[rows]), ranks[rows])
+    return torch.where(valid, ranks, 0)
+
+
+def _full_average_precision(ranks: torch.Tensor, valid: torch.Tensor, n_rel_f: torch.Tensor) -> torch.Tensor:
+    """AP over the full ranking from the ranks of the relevant documents: ``1/|R| * sum_j j / r_j`` (sorted ranks)."""
+    big = torch.iinfo(torch.int64).max
+    r_sorted = torch.sort(torch.where(valid, ranks, big), dim=1).values
+    j = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=torch.float64)
+    real = r_sorted != big
+    prec = torch.where(real, j / r_sorted.clamp(max=2**52).to(torch.float64), 0.0)
+    return prec.sum(1) / n_rel_f
