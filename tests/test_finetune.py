@@ -190,3 +190,17 @@ def test_the_preset_path_trains_in_bf16_autocast_with_the_chunked_loss(tmp_path,
     assert np.abs(_weights(model) - before).max() > 0
     assert result.sampler_config["mode"] == "mono" and result.seconds > 0
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay float32
+
+
+def test_bf16_encoding_gives_the_float32_metrics_within_rounding(tmp_path, data_dir):
+    """Evaluation encodes in bf16 autocast but scores in float32: the figures stay those of a float32 encoding."""
+    from sentence_transformers_hybrid.experiment import evaluate_model
+
+    preset = Preset(**{**PRESETS["smoke"].to_dict(), "query_prompt": "query: ", "passage_prompt": "passage: "})
+    corpus, bench = load_data(preset, data_dir)
+    model = tiny_transformer_model(tmp_path, corpus.queries[:200] + corpus.passages[:200], seed=0)
+    fp32 = evaluate_model(model, bench, preset, name="m")
+    bf16 = evaluate_model(model, bench, preset, name="m", setup=DeviceSetup("cpu", "bfloat16", "cpu"))
+    for key in ("mono_map@20", "cross_map@20", "multi_map@20"):
+        assert abs(fp32[key] - bf16[key]) < 0.02, (key, fp32[key], bf16[key])
+    assert abs(fp32["cka"] - bf16["cka"]) < 0.02

@@ -4,6 +4,7 @@ run by run. Presets live in :mod:`.presets`, what each trains in :mod:`.backbone
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,7 +20,7 @@ from .._utils import atomic_write_json
 from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..data import ParallelCorpus, RetrievalBenchmark, load_lareqa, subsample_benchmark
 from .backbones import make_backbone
-from .devices import select_device
+from .devices import DeviceSetup, select_device
 from .training import TrainResult, train_model, train_run  # noqa: F401  (re-exported)
 from .presets import Preset, RunSpec, plan_runs, resolve_preset
 
@@ -40,9 +41,12 @@ def load_data(preset: Preset, data_dir: str | Path | None) -> tuple[ParallelCorp
 
 
 # ---------------------------------------------------------------------------------------------- train / evaluate
-def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, output_path: Path | None = None
-                   ) -> dict[str, Any]:
+def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, output_path: Path | None = None,
+                   setup: DeviceSetup | None = None) -> dict[str, Any]:
     """LAReQA metrics in the three settings + final-embedding CKA (English vs each language), one flat dict.
+
+    With ``setup`` the encoding runs under its autocast (bf16 where chosen); scores are always computed in float32
+    from float32 copies of the embeddings (bf16 scores would tie where float32 ranks).
 
     The texts are encoded once; the same embeddings are scored plain and language-centered (the post-hoc control,
     :class:`MultilingualRetrievalEvaluator` with ``center_languages=True``): the centered figures go under
@@ -61,7 +65,10 @@ def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, 
     )
     if output_path is not None:
         output_path.mkdir(parents=True, exist_ok=True)
-    queries, candidates = evaluator.encode(model)  # once: the plain and the centered figures share it
+    with setup.autocast() if setup is not None else contextlib.nullcontext():
+        queries, candidates = evaluator.encode(model)  # once: the plain and the centered figures share it
+    queries = {lang: e.float() for lang, e in queries.items()}
+    candidates = {lang: e.float() for lang, e in candidates.items()}
     flat = evaluator.compute_metrics_from_embeddings(queries, candidates, similarity=model.similarity)
     pairs = evaluator_pairs(evaluator)
     if output_path is not None:
@@ -81,7 +88,8 @@ def evaluate_model(model, bench: RetrievalBenchmark, preset: Preset, name: str, 
         out["centered"] = {k: float(centered[k]) for k in keys if k in centered}
         out["centered"]["rank_distance"] = centered.get("multi_rank_distance")
         out["centered"]["multi_by_language"] = [r for r in evaluator_pairs(evaluator) if r["setting"] == "multi"]
-    out["cka_en"] = english_cka(model, bench, preset)
+    with setup.autocast() if setup is not None else contextlib.nullcontext():
+        out["cka_en"] = english_cka(model, bench, preset)
     out["cka"] = float(np.mean(list(out["cka_en"].values()))) if out["cka_en"] else None
     return out
 
@@ -154,8 +162,8 @@ def run_experiment(
         pretrained = json.loads(pretrained_file.read_text(encoding="utf-8"))
     else:
         model = backbone.pretrained_model()
+        pretrained = evaluate_model(model, bench, preset, name=f"{bench.name}-pretrained", setup=encode_setup)
         with encode_setup.autocast():
-            pretrained = evaluate_model(model, bench, preset, name=f"{bench.name}-pretrained")
             pretrained["cka_by_layer"] = backbone.layer_cka(model)
         atomic_write_json(pretrained_file, pretrained)
 
@@ -171,8 +179,8 @@ def run_experiment(
                             resume=resume, setup=train_setup)
         seconds = trained.seconds
         model.eval()
+        metrics = evaluate_model(model, bench, preset, name=bench.name, setup=encode_setup)
         with encode_setup.autocast():
-            metrics = evaluate_model(model, bench, preset, name=bench.name)
             cka_by_layer = backbone.layer_cka(model)
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
                   "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from}
