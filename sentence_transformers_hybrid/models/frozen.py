@@ -37,6 +37,7 @@ __all__ = [
     "CACHE_FORMAT",
     "ENCODE_DTYPES",
     "EmbeddingCache",
+    "EmbeddingCacheError",
     "EmbeddingLookup",
     "compose_with_encoder",
     "embedding_cache_settings",
