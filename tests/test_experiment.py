@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_hybrid.cli import main
@@ -185,8 +186,11 @@ def test_parallel_questions_align_by_id(data_dir):
 
 
 @pytest.mark.parametrize("backbone", ["e5", "e5-frozen"])
-def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone):
+def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone, monkeypatch):
+    from sentence_transformers_hybrid.experiment import evaluate_model
     from sentence_transformers_hybrid.testing import tiny_transformer_model
+
+    monkeypatch.setenv("STH_CACHE_DIR", str(tmp_path / "cache"))  # the frozen path's embedding cache
 
     corpus, _ = load_data(PRESETS["smoke"], data_dir)
     model = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
@@ -205,9 +209,16 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
         layers = summary["hybrid"]["cka_by_layer"]
         assert len(layers) == 1 + 2 and all(-1 <= v <= 1 for v in layers)
         assert (tmp_path / "out" / "cka_by_layer.png").is_file()
-    else:  # frozen encoder + head: the composed model is a normal SentenceTransformer
+    else:  # frozen encoder + head: the composed model reproduces what was evaluated through the cached vectors
         saved = SentenceTransformer(str(tmp_path / "out" / "models" / "hybrid"), device="cpu")
         assert saved.encode(["query: hello"]).shape[1] == model.encode(["hello"]).shape[1]
+        head = saved[len(saved) - 2].linear.weight.detach()
+        assert (head - torch.eye(head.shape[0])).abs().max() > 1e-4  # the head trained away from its identity init
+        _, bench = load_data(preset, data_dir)
+        again = evaluate_model(saved, bench, preset, name=bench.name)
+        record = json.loads((tmp_path / "out" / "runs" / "hybrid-a0.5-s0.json").read_text())
+        for key in ("mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"):
+            assert again[key] == pytest.approx(record[key], abs=1e-3), key
 
 
 def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
