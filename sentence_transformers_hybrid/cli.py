@@ -18,10 +18,11 @@ from typing import Any
 
 
 def _write_config(path: Path, args: argparse.Namespace) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ._utils import atomic_write_text
+
     cfg = {k: v for k, v in vars(args).items() if k not in ("func", "token")}
     cfg["command"] = "st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path.write_text(json.dumps(cfg, indent=2, default=str), encoding="utf-8")
+    atomic_write_text(path, json.dumps(cfg, indent=2, default=str))
 
 
 def _load_benchmark(name: str, data_dir: str | None, languages: list[str] | None):

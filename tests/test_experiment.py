@@ -361,3 +361,12 @@ def test_cli_experiment_refuses_other_max_steps_and_overwrite_reruns(smoke_run, 
     assert json.loads((out / "config.json").read_text())["preset"]["max_steps"] == 2
     assert {json.loads(p.read_text())["config_key"] for p in (out / "runs").glob("*.json")} == {
         json.loads((out / "config.json").read_text())["config_key"]}
+
+
+def test_report_command_never_leaves_a_truncated_results_json(tiny_run, disk_full):
+    before = (tiny_run / "results.json").read_bytes()
+    disk_full(tiny_run, after=100)  # every write below the folder fails after 100 bytes (a crash, a full disk)
+    with pytest.raises(OSError, match="No space left"):
+        main(["report", "--output-dir", str(tiny_run)])
+    assert (tiny_run / "results.json").read_bytes() == before
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
