@@ -370,3 +370,13 @@ def test_report_command_never_leaves_a_truncated_results_json(tiny_run, disk_ful
         main(["report", "--output-dir", str(tiny_run)])
     assert (tiny_run / "results.json").read_bytes() == before
     assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_corrupt_run_record_is_named_before_any_work(tiny_run, data_dir):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    (tiny_run / "runs" / "mono-s0.json").write_text('{"mode": "mono", "alpha"')
+    config = (tiny_run / "config.json").read_bytes()
+    with pytest.raises(ExperimentConfigError, match=r"mono-s0\.json: unreadable or corrupt .*delete it to redo that run"):
+        run_experiment(_tiny_preset(), data_dir=data_dir, output_dir=tiny_run)
+    assert (tiny_run / "config.json").read_bytes() == config
