@@ -255,8 +255,8 @@ def run_experiment(
     ``config.json`` or run records of another configuration, :class:`ExperimentConfigError` names the differing
     fields before any work, with ``resume`` on or off. The run set may change: other ``seeds``, ``modes``,
     ``alpha_sweep`` or ``sweep_seeds`` reuse the finished runs still planned and train the new ones (the summary
-    holds the planned runs only). ``overwrite=True`` deletes ``runs/``, ``checkpoints/`` and ``models/`` first and
-    reruns everything under the requested configuration.
+    holds the planned runs only). ``overwrite=True`` deletes ``runs/``, ``checkpoints/``, ``models/``,
+    ``results.json`` and ``runs.json`` first and reruns everything under the requested configuration.
     """
     from . import report
 
@@ -276,6 +276,8 @@ def run_experiment(
     if overwrite:
         for sub in ("runs", "checkpoints", "models"):
             shutil.rmtree(out / sub, ignore_errors=True)
+        for record in ("results.json", "runs.json"):  # no summary of the discarded runs outlives them
+            (out / record).unlink(missing_ok=True)
     elif out.is_dir():
         _check_resumable(out, config, key)
     out.mkdir(parents=True, exist_ok=True)
