@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+import hashlib
 import json
 import logging
 import os
@@ -183,8 +184,6 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def config_key(config: dict[str, Any]) -> str:
     """A digest of :func:`comparable_config`, stored in ``config.json`` and in every run record."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(comparable_config(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
