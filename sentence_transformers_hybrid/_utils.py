@@ -5,14 +5,30 @@ Nothing here imports another module of the package, so any module may import it.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "cache_dir", "default_progress"]
+__all__ = [
+    "append_csv_rows",
+    "append_json_history",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "cache_dir",
+    "default_progress",
+    "file_lock",
+    "set_aside",
+]
+
+logger = logging.getLogger("sentence_transformers_hybrid")
 
 
 def cache_dir() -> Path:
@@ -91,3 +107,116 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return float(value)
+
+
+# ---------------------------------------------------------------------------------------------- history files
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock for read-modify-write of ``path`` (a hidden ``.<name>.lock`` beside it; POSIX ``flock``,
+    no lock where that does not exist), so that two processes appending to one history never lose a record."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def set_aside(path: str | os.PathLike, why: str) -> Path:
+    """Move a damaged record ``path`` to ``path.corrupt`` (``.corrupt.1``, ... if taken) with a warning; returns it."""
+    path = Path(path)
+    target, n = path.with_name(path.name + ".corrupt"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt.{n}")
+    os.replace(path, target)
+    logger.warning("%s: %s; moved it to %s and started a fresh file", path, why, target.name)
+    return target
+
+
+def append_json_history(path: str | os.PathLike, entry: Any) -> list[Any]:
+    """Append ``entry`` to the JSON list in ``path`` (created if missing), atomically; returns the new list.
+
+    A file that is not a readable JSON list (e.g. truncated by a crash of an older version) is moved aside as
+    ``*.corrupt`` with a warning and the history starts afresh: one damaged file never stops a training run.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "h.json"
+        >>> _ = append_json_history(p, {"a": 1}); append_json_history(p, {"a": 2})
+        [{'a': 1}, {'a': 2}]
+    """
+    path = Path(path)
+    with file_lock(path):
+        history: list[Any] = []
+        if path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                set_aside(path, f"not readable JSON ({err})")
+            else:
+                if isinstance(loaded, list):
+                    history = loaded
+                else:
+                    set_aside(path, f"not a JSON list (a {type(loaded).__name__})")
+        history.append(entry)
+        atomic_write_json(path, history)
+    return history
+
+
+def append_csv_rows(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Append ``rows`` (dicts keyed by the ``header`` columns) to the CSV ``path``, atomically; returns its header.
+
+    Rows never land under the wrong column: when the file's header differs from ``header`` (the metric set
+    changed), the file is rewritten with the union of both (its columns first, new ones after; cells a row lacks
+    are empty). A file that cannot be parsed (not UTF-8, no header, a row with another number of fields, as a
+    truncated last line has) is moved aside as ``*.corrupt`` with a warning and a fresh file is started.
+
+    Example::
+
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
+        >>> _ = append_csv_rows(p, ["epoch", "a"], [{"epoch": 0, "a": 1}])
+        >>> append_csv_rows(p, ["epoch", "b"], [{"epoch": 1, "b": 2}])
+        ['epoch', 'a', 'b']
+        >>> print(p.read_text().replace("\\r", ""), end="")
+        epoch,a,b
+        0,1,
+        1,,2
+    """
+    path = Path(path)
+    header = list(header)
+    with file_lock(path):
+        old_header: list[str] = []
+        old_rows: list[list[str]] = []
+        if path.is_file() and path.stat().st_size:
+            try:
+                table = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+                if not table or not table[0]:
+                    raise ValueError("no header line")
+                bad = next((i for i, r in enumerate(table[1:], start=2) if len(r) != len(table[0])), None)
+                if bad is not None:
+                    raise ValueError(f"line {bad} has {len(table[bad - 1])} fields, the header {len(table[0])}")
+                old_header, old_rows = table[0], table[1:]
+            except (UnicodeDecodeError, csv.Error, ValueError) as err:
+                set_aside(path, f"not a readable CSV ({err})")
+        columns = old_header + [c for c in header if c not in old_header] if old_header else header
+        if old_header and columns != old_header:
+            logger.warning("%s: its columns differ from this evaluation's (%d new: %s); rewriting it with the union "
+                           "of the columns", path, len(columns) - len(old_header), columns[len(old_header):][:5])
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(columns)
+        pad = [""] * (len(columns) - len(old_header))
+        writer.writerows(r + pad for r in old_rows)
+        writer.writerows([row.get(c, "") for c in columns] for row in rows)
+        atomic_write_text(path, buf.getvalue())
+    return columns

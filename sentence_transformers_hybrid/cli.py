@@ -18,10 +18,11 @@ from typing import Any
 
 
 def _write_config(path: Path, args: argparse.Namespace) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ._utils import atomic_write_text
+
     cfg = {k: v for k, v in vars(args).items() if k not in ("func", "token")}
     cfg["command"] = "st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path.write_text(json.dumps(cfg, indent=2, default=str), encoding="utf-8")
+    atomic_write_text(path, json.dumps(cfg, indent=2, default=str))
 
 
 def _load_benchmark(name: str, data_dir: str | None, languages: list[str] | None):
@@ -58,7 +59,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         overrides["max_steps"] = args.max_steps
     summary = run_experiment(
         args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
-        model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **overrides,
+        model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        overwrite=args.overwrite, **overrides,
     )
     from .experiment.report import results_table
 
@@ -130,18 +132,21 @@ def cmd_cka(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .experiment import PRESETS, resolve_preset
+    from .experiment import PRESETS, Preset, resolve_preset
     from .experiment.report import summarise, write_report
+
+    from ._utils import atomic_write_json
+    from .experiment.runner import report_records
 
     out = Path(args.output_dir)
     cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    preset = resolve_preset(PRESETS[cfg["preset"]["name"]] if cfg["preset"]["name"] in PRESETS else cfg["preset"]["name"],
-                            device="cpu", **{k: v for k, v in cfg["preset"].items() if k != "name"})
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "runs").glob("*.json")) if p.stem != "pretrained"]
-    pretrained = json.loads((out / "runs" / "pretrained.json").read_text(encoding="utf-8"))
+    stored = {k: v for k, v in cfg["preset"].items() if k in Preset.__dataclass_fields__}
+    base = PRESETS[stored["name"]] if stored["name"] in PRESETS else Preset(**stored)  # a custom Preset object
+    preset = resolve_preset(base, device="cpu", **{k: v for k, v in stored.items() if k != "name"})
+    pretrained, runs = report_records(out, cfg)
     summary = summarise(preset, pretrained, runs)
     summary["config"] = cfg
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")
+    atomic_write_json(out / "results.json", summary)
     for f in write_report(out, summary):
         print(f)
     return 0
@@ -206,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", nargs="+", type=int, default=None)
     e.add_argument("--max-steps", type=int, default=None)
     e.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip finished runs / continue from the last checkpoint (default on)")
+                   help="skip finished runs / continue from the last checkpoint (default on); an output dir of "
+                        "another configuration (preset fields, data, model) is refused, naming the fields")
+    e.add_argument("--overwrite", action="store_true",
+                   help="discard the runs, checkpoints and models in --output-dir and rerun with this configuration")
     e.set_defaults(func=cmd_experiment)
 
     t = sub.add_parser("train", help="train one model with HybridBatchSampler + MNRL")

@@ -86,11 +86,15 @@ def trimmed_file(tmp_path_factory, weight_file, trim_corpus) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trimmed_model(tmp_path_factory, trimmed_file):
+def trimmed_model_dir(tmp_path_factory, trimmed_file) -> str:
+    return convert.convert_e5_small(tmp_path_factory.mktemp("convtrim") / "m", trimmed_file)
+
+
+@pytest.fixture(scope="session")
+def trimmed_model(trimmed_model_dir):
     from sentence_transformers import SentenceTransformer
 
-    path = convert.convert_e5_small(tmp_path_factory.mktemp("convtrim") / "m", trimmed_file)
-    return SentenceTransformer(path, device="cpu")
+    return SentenceTransformer(trimmed_model_dir, device="cpu")
 
 
 def _c_ids(engine, text: str) -> list[int]:
@@ -174,6 +178,56 @@ def test_existing_conversion_is_reused_not_rewritten(model_dir, weight_file):
     before = st.stat().st_mtime_ns
     assert convert.convert_e5_small(model_dir, weight_file) == model_dir
     assert st.stat().st_mtime_ns == before
+
+
+def test_a_changed_weight_file_is_converted_again(tmp_path, trimmed_file):
+    src = tmp_path / "w.bin"
+    src.write_bytes(trimmed_file.read_bytes())
+    out = Path(convert.convert_e5_small(tmp_path / "m", src))
+    first = json.loads((out / "e5_conversion.json").read_text())
+    assert first["converter_version"] == convert.CONVERTER_VERSION
+    wf = convert.read_e5_weight_file(src)
+    wf.eps = wf.eps * 10  # same path, other content
+    convert.write_e5_weight_file(wf, src)
+    assert convert.convert_e5_small(out, src) == str(out)
+    second = json.loads((out / "e5_conversion.json").read_text())
+    assert second["source_sha256_16"] != first["source_sha256_16"]
+    eps = json.loads((out / "config.json").read_text())["layer_norm_eps"]
+    assert eps == pytest.approx(wf.eps)
+
+
+def test_a_conversion_by_another_converter_version_is_converted_again(tmp_path, trimmed_file, monkeypatch):
+    out = Path(convert.convert_e5_small(tmp_path / "m", trimmed_file))
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    newer = convert.CONVERTER_VERSION + 1
+    monkeypatch.setattr("sentence_transformers_hybrid.models.e5.CONVERTER_VERSION", newer)
+    convert.convert_e5_small(out, trimmed_file)
+    assert json.loads((out / "e5_conversion.json").read_text())["converter_version"] == newer
+    assert (out / "model.safetensors").stat().st_mtime_ns != before
+
+
+def test_an_output_dir_holding_another_model_is_refused_unless_overwrite(tmp_path, trimmed_file):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "modules.json").write_text("[]")  # some other SentenceTransformer folder, not a recorded conversion
+    with pytest.raises(ValueError, match=r"m: exists and is not a recorded e5 conversion.*overwrite=True"):
+        convert.convert_e5_small(out, trimmed_file)
+    assert (out / "modules.json").read_text() == "[]"
+    convert.convert_e5_small(out, trimmed_file, overwrite=True)
+    assert (out / "e5_conversion.json").is_file()
+
+
+def test_trim_vocabulary_refuses_an_existing_output_dir_unless_overwrite(trimmed_model_dir, tmp_path, trim_corpus):
+    out = tmp_path / "tv"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"tv: output_dir exists and is not empty; pass overwrite=True"):
+        convert.trim_vocabulary(trimmed_model_dir, trim_corpus[:5], out)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="is the model being trimmed"):
+        convert.trim_vocabulary(trimmed_model_dir, trim_corpus[:5], trimmed_model_dir, overwrite=True)
+    convert.trim_vocabulary(trimmed_model_dir, trim_corpus[:5], out, overwrite=True)
+    assert not (out / "notes.txt").exists() and (out / "trim_vocabulary.json").is_file()
 
 
 def test_cache_dir_env_override(monkeypatch, tmp_path):

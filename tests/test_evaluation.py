@@ -423,15 +423,132 @@ def test_beir_evaluator_matches_pytrec_eval():
     assert evaluator.primary_metric == "ndcg@10"
 
 
-def test_beir_evaluator_runs_a_model_and_names_results(model):
-    corpus = {"a": {"title": "Faust", "text": "written by Goethe"}, "b": "the panda is a bear", "c": "rain"}
-    evaluator = BEIRRetrievalEvaluator(corpus, {"q": "who wrote Faust"}, {"q": {"a": 1}}, name="toy")
+def test_beir_evaluator_runs_a_model_and_names_results(model, xquad):
+    """On 300 documents recall@100 can miss: the value must be the model's own ranking, checked by numpy here."""
+    en = xquad.splits["en"]
+    rng = np.random.default_rng(0)
+    corpus = {f"d{i}": {"title": "", "text": t} for i, t in enumerate(en.sentences[:300])}
+    corpus["d0"] = {"title": "Faust", "text": "written by Goethe"}
+    queries = {f"q{i}": q for i, q in enumerate(en.questions[:40])}
+    qrels = {q: {f"d{j}": 1 for j in rng.choice(300, size=3, replace=False)} for q in queries}
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="toy")
     assert evaluator.corpus[0] == "Faust written by Goethe"
     metrics = evaluator(model)
-    assert set(metrics) == {"toy_ndcg@10", "toy_recall@100"} and metrics["toy_recall@100"] == 1.0
-    assert evaluator.primary_metric == "toy_ndcg@10"
+    assert set(metrics) == {"toy_ndcg@10", "toy_recall@100"} and evaluator.primary_metric == "toy_ndcg@10"
+    q = model.encode(list(queries.values()), normalize_embeddings=True)
+    d = model.encode(evaluator.corpus, normalize_embeddings=True)
+    top = np.argsort(-(q @ d.T), axis=1, kind="stable")[:, :100]
+    rel = [{int(k[1:]) for k in qrels[qid]} for qid in queries]
+    recall = np.mean([len(set(t.tolist()) & r) / len(r) for t, r in zip(top, rel)])
+    assert metrics["toy_recall@100"] == pytest.approx(recall, abs=1e-6)
+    assert 0.0 < metrics["toy_recall@100"] < 1.0  # random relevant documents: some fall outside the top 100
 
 
 def test_qrels_for_unknown_documents_raise():
     with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
         relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])
+
+
+# ----------------------------------------------------------------------------------------- history files
+def _small_evaluator(xquad, **kw):
+    return MultilingualRetrievalEvaluator(xquad, languages=["de", "en"], batch_size=256, candidate_context=False,
+                                          show_progress_bar=False, **kw)
+
+
+def test_truncated_history_files_are_set_aside_and_a_fresh_one_started(xquad, model, tmp_path, caplog):
+    evaluator = _small_evaluator(xquad)
+    evaluator(model, output_path=str(tmp_path))
+    csv_path, json_path = tmp_path / evaluator.csv_file, tmp_path / evaluator.json_file
+    csv_text, json_text = csv_path.read_text(), json_path.read_text()
+    csv_path.write_text(csv_text[: len(csv_text) // 2 + 3])  # a crash mid-write: last line cut
+    json_path.write_text(json_text[: len(json_text) // 2])
+    with caplog.at_level("WARNING"):
+        metrics = evaluator(model, output_path=str(tmp_path), epoch=1, steps=10)
+    assert (tmp_path / (evaluator.csv_file + ".corrupt")).read_text() == csv_text[: len(csv_text) // 2 + 3]
+    assert (tmp_path / (evaluator.json_file + ".corrupt")).is_file()
+    assert "moved it to" in caplog.text and evaluator.json_file in caplog.text
+    with open(csv_path, encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 6 and {r["steps"] for r in table} == {"10"}
+    history = json.loads(json_path.read_text())
+    assert len(history) == 1 and history[0]["metrics"]["multi_map@20"] == pytest.approx(metrics["xquad-r_multi_map@20"])
+
+
+def test_history_written_in_place_never_loses_the_previous_records(xquad, model, tmp_path, disk_full):
+    evaluator = _small_evaluator(xquad)
+    evaluator(model, output_path=str(tmp_path))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    disk_full(tmp_path, after=40)  # the next write fails after 40 bytes, like a crash or a full disk
+    with pytest.raises(OSError, match="No space left"):
+        evaluator(model, output_path=str(tmp_path), epoch=1, steps=10)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")} == before
+
+
+def test_a_csv_of_another_metric_set_gets_the_union_of_columns_not_misaligned_rows(xquad, model, tmp_path):
+    evaluator = _small_evaluator(xquad)
+    old_header = ["epoch", "steps", "setting", "query_language", "corpus_language", "queries", "candidates",
+                  "old_metric", "map@20"]
+    with open(tmp_path / evaluator.csv_file, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([old_header, [0, 5, "mono", "de", "de", 1190, 1190, 0.123, 0.5]])
+    evaluator(model, output_path=str(tmp_path), epoch=1, steps=10)
+    with open(tmp_path / evaluator.csv_file, encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, table = reader.fieldnames, list(reader)
+    assert header[: len(old_header)] == old_header and set(LAREQA_METRICS) <= set(header)
+    assert table[0]["old_metric"] == "0.123" and table[0]["map@20"] == "0.5" and table[0]["recall@1"] == ""
+    for row, result in zip(table[1:], evaluator.results):
+        assert row["old_metric"] == "" and row["query_language"] == result["query_language"]
+        for m in LAREQA_METRICS:
+            assert float(row[m]) == pytest.approx(result[m]), m
+
+
+def test_beir_csv_history_survives_truncation_and_metric_changes(model, tmp_path, caplog):
+    corpus = {"a": "written by Goethe", "b": "the panda is a bear", "c": "rain"}
+    path = tmp_path / "BEIR-Retrieval_evaluation_toy_results.csv"
+    path.write_text("epoch,steps,ndcg@10,recall@100\n0,1,0.5,1.0\n0,2,0.")  # truncated last line
+    with caplog.at_level("WARNING"):
+        BEIRRetrievalEvaluator(corpus, {"q": "Goethe"}, {"q": {"a": 1}}, name="toy")(model, str(tmp_path), 1, 3)
+    assert "moved it to" in caplog.text and (tmp_path / (path.name + ".corrupt")).is_file()
+    BEIRRetrievalEvaluator(corpus, {"q": "Goethe"}, {"q": {"a": 1}}, name="toy", metrics=["mrr@10"])(
+        model, str(tmp_path), 1, 4)
+    with open(path, encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [r["steps"] for r in table] == ["3", "4"] and table[1]["ndcg@10"] == "" and table[0]["mrr@10"] == ""
+    assert float(table[1]["mrr@10"]) > 0
+
+
+def test_cka_csv_gets_the_union_of_columns_when_the_languages_change(model, tmp_path):
+    from sentence_transformers_hybrid.evaluation import CKAEvaluator
+
+    texts = {lang: [f"{w} {lang}" for w in ("Goethe wrote", "the panda", "a bear", "rain falls", "Paris is")]
+             for lang in ("de", "en", "fr")}
+    CKAEvaluator({k: texts[k] for k in ("de", "en")}, name="x")(model, str(tmp_path))
+    CKAEvaluator(texts, name="x")(model, str(tmp_path))
+    with open(tmp_path / "cka_evaluation_x_results.csv", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, table = reader.fieldnames, list(reader)
+    assert header[:4] == ["epoch", "steps", "cka_de_en", "cka_mean"] and "cka_en_fr" in header
+    assert table[0]["cka_en_fr"] == "" and table[1]["cka_en_fr"] != ""
+    assert table[0]["cka_mean"] == table[0]["cka_de_en"]  # one pair: its mean, under its own column
+
+
+def test_evaluator_history_damaged_inside_the_trainer_does_not_stop_training(xquad, model, tmp_path):
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    en = xquad.splits["en"]
+    train = Dataset.from_dict({"anchor": en.questions[:32], "positive": [en.sentences[i] for i in en.answer_sentence[:32]]})
+    evaluator = _small_evaluator(xquad)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / evaluator.json_file).write_text('[{"epoch": 0, "steps"')  # left by a crash
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=16, eval_strategy="steps",
+        eval_steps=1, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+    )  # fmt: skip
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
+                                         loss=MultipleNegativesRankingLoss(model), evaluator=evaluator)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    history = json.loads((tmp_path / "eval" / evaluator.json_file).read_text())
+    assert [h["steps"] for h in history] == [1, 2]

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 
 from sentence_transformers_hybrid.cli import main
@@ -127,10 +128,46 @@ def test_model_card_names_sampler_mode_alpha_seed_data_and_results(smoke_run):
 
 
 def test_saved_model_reproduces_the_evaluated_embeddings(smoke_run, data_dir):
+    """The saved mono model, evaluated again, gives exactly the metrics recorded for its run."""
+    from sentence_transformers_hybrid.experiment import evaluate_model
+
     out, _ = smoke_run
     model = SentenceTransformer(str(out / "models" / "mono"), device="cpu")
-    emb = model.encode(["Wer schrieb Faust?", "Who wrote Faust?"])
-    assert emb.shape[0] == 2 and np.isfinite(emb).all()
+    _, bench = load_data(PRESETS["smoke"], data_dir)
+    again = evaluate_model(model, bench, PRESETS["smoke"], name=bench.name)
+    record = json.loads((out / "runs" / "mono-s0.json").read_text())
+    for key in ("mono_map@20", "cross_map@20", "multi_map@20", "multi_recall@10", "rank_distance", "cka"):
+        assert again[key] == pytest.approx(record[key], abs=1e-6), key
+    assert record["multi_map@20"] != json.loads((out / "runs" / "cross-s0.json").read_text())["multi_map@20"]
+
+
+def test_smoke_runs_trained_the_batches_of_their_mode_and_moved_the_weights(smoke_run, data_dir):
+    """Behaviour, not ranges: each run's recorded sampler has its mode, its planned batches are of that type only
+    (hybrid: both, near alpha), and the trained weights left the initial ones, differently per mode."""
+    from sentence_transformers_hybrid import HybridBatchSampler
+    from sentence_transformers_hybrid.experiment import make_backbone
+
+    out, _ = smoke_run
+    preset = PRESETS["smoke"]
+    corpus, bench = load_data(preset, data_dir)
+    ds = corpus.to_dataset()
+    for run_id, mode, kinds in (("mono-s0", "mono", {"mono"}), ("cross-s0", "cross", {"cross"}),
+                                ("hybrid-a0.5-s0", "hybrid", {"mono", "cross"})):
+        cfg = json.loads((out / "runs" / f"{run_id}.json").read_text())["sampler"]
+        assert cfg["mode"] == mode and cfg["batch_size"] == preset.batch_size
+        sampler = HybridBatchSampler.configure(corpus, mode=cfg["mode"], alpha=cfg["alpha"] if mode == "hybrid" else 0.5,
+                                               num_processes=cfg["num_processes"])(
+            ds, batch_size=cfg["batch_size"], drop_last=cfg["drop_last"], seed=cfg["seed"])
+        epochs = -(-preset.max_steps // len(sampler))
+        types = np.concatenate([sampler.epoch_plan(e).batch_mode for e in range(epochs)])[: preset.max_steps]
+        assert set(types.tolist()) == kinds, run_id
+    initial = make_backbone(preset, corpus, bench, out, device="cpu").new_model(0)
+    weights = {m: SentenceTransformer(str(out / "models" / m), device="cpu")[0].embedding.weight.detach()
+               for m in ("mono", "cross", "hybrid")}
+    start = initial[0].embedding.weight.detach()
+    for mode, w in weights.items():
+        assert w.shape == start.shape and (w - start).abs().max() > 1e-3, mode
+    assert (weights["mono"] - weights["cross"]).abs().max() > 1e-3
 
 
 def test_resume_skips_finished_runs(smoke_run, data_dir):
@@ -205,8 +242,11 @@ def test_parallel_questions_align_by_id(data_dir):
 
 
 @pytest.mark.parametrize("backbone", ["e5", "e5-frozen"])
-def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone):
+def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_dir, backbone, monkeypatch):
+    from sentence_transformers_hybrid.experiment import evaluate_model
     from sentence_transformers_hybrid.testing import tiny_transformer_model
+
+    monkeypatch.setenv("STH_CACHE_DIR", str(tmp_path / "cache"))  # the frozen path's embedding cache
 
     corpus, _ = load_data(PRESETS["smoke"], data_dir)
     model = tiny_transformer_model(tmp_path / "tok", corpus.queries[:200] + corpus.passages[:200], seed=0)
@@ -225,9 +265,16 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
         layers = summary["hybrid"]["cka_by_layer"]
         assert len(layers) == 1 + 2 and all(-1 <= v <= 1 for v in layers)
         assert (tmp_path / "out" / "cka_by_layer.png").is_file()
-    else:  # frozen encoder + head: the composed model is a normal SentenceTransformer
+    else:  # frozen encoder + head: the composed model reproduces what was evaluated through the cached vectors
         saved = SentenceTransformer(str(tmp_path / "out" / "models" / "hybrid"), device="cpu")
         assert saved.encode(["query: hello"]).shape[1] == model.encode(["hello"]).shape[1]
+        head = saved[len(saved) - 2].linear.weight.detach()
+        assert (head - torch.eye(head.shape[0])).abs().max() > 1e-4  # the head trained away from its identity init
+        _, bench = load_data(preset, data_dir)
+        again = evaluate_model(saved, bench, preset, name=bench.name)
+        record = json.loads((tmp_path / "out" / "runs" / "hybrid-a0.5-s0.json").read_text())
+        for key in ("mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"):
+            assert again[key] == pytest.approx(record[key], abs=1e-3), key
 
 
 def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
@@ -301,3 +348,107 @@ def test_cli_train_evaluate_and_cka_on_a_tiny_model(tmp_path, data_dir):
     assert main(["cka", "--model", str(trained), "--benchmark", "xquad-r", "--output-dir", str(tmp_path / "cka"),
                  *common]) == 0
     assert (tmp_path / "cka" / "cka_heatmap.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------ resuming another configuration
+def _tiny_preset(**fields) -> Preset:
+    return Preset(**{**PRESETS["smoke"].to_dict(), "name": "tiny", "modes": ("mono",), "seeds": (0,), "alpha_sweep": (),
+                     "max_steps": 2, "max_train_groups": 100, "save_models": "none", **fields})
+
+
+@pytest.fixture
+def tiny_run(tmp_path, data_dir):
+    out = tmp_path / "exp"
+    run_experiment(_tiny_preset(), data_dir=data_dir, output_dir=out)
+    return out
+
+
+def _state(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.json"))}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"max_steps": 3}, r"preset\.max_steps: stored 2, requested 3"),
+    ({"learning_rate": 0.1}, r"preset\.learning_rate: stored 0\.05, requested 0\.1"),
+    ({"name": "other"}, r"preset\.name: stored 'tiny', requested 'other'"),
+    ({"model_path": "model"}, r"model_path: stored None, requested '.*model'"),
+])
+@pytest.mark.parametrize("resume", [True, False])
+def test_resuming_another_configuration_is_refused_naming_the_field(tiny_run, data_dir, tmp_path, change, field, resume):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    before = _state(tiny_run)
+    kwargs = {"model_path": str(tmp_path / "model")} if "model_path" in change else {}
+    preset = _tiny_preset(**{k: v for k, v in change.items() if k != "model_path"})
+    with pytest.raises(ExperimentConfigError, match=rf"config\.json: the experiment in .* another configuration; {field}.*--overwrite"):
+        run_experiment(preset, data_dir=data_dir, output_dir=tiny_run, resume=resume, **kwargs)
+    assert _state(tiny_run) == before  # refused before any work: nothing rewritten
+
+
+def test_overwrite_reruns_everything_under_the_requested_configuration(tiny_run, data_dir):
+    from sentence_transformers_hybrid.experiment.runner import config_key
+
+    old = json.loads((tiny_run / "runs" / "mono-s0.json").read_text())
+    summary = run_experiment(_tiny_preset(max_steps=3), data_dir=data_dir, output_dir=tiny_run, overwrite=True)
+    config = json.loads((tiny_run / "config.json").read_text())
+    new = json.loads((tiny_run / "runs" / "mono-s0.json").read_text())
+    assert config["preset"]["max_steps"] == 3 and config["config_key"] == config_key(config)
+    assert new["config_key"] == config["config_key"] != old["config_key"]
+    assert json.loads((tiny_run / "runs" / "pretrained.json").read_text())["config_key"] == config["config_key"]
+    assert summary["mono"]["multi"]["map@20"] == new["multi_map@20"]
+
+
+def test_seeds_added_to_a_finished_experiment_train_only_the_new_runs(tiny_run, data_dir):
+    first = (tiny_run / "runs" / "mono-s0.json").stat().st_mtime_ns
+    summary = run_experiment(_tiny_preset(seeds=(0, 1)), data_dir=data_dir, output_dir=tiny_run)
+    assert (tiny_run / "runs" / "mono-s0.json").stat().st_mtime_ns == first
+    assert summary["mono"]["seeds"] == [0, 1] and (tiny_run / "runs" / "mono-s1.json").is_file()
+    # back to seed 0 only: the summary and the rebuilt report hold the planned runs, not every file in runs/
+    summary = run_experiment(_tiny_preset(), data_dir=data_dir, output_dir=tiny_run)
+    assert summary["mono"]["seeds"] == [0] and [r["run_id"] for r in summary["runs"]] == ["mono-s0"]
+    assert main(["report", "--output-dir", str(tiny_run)]) == 0
+    assert [r["run_id"] for r in json.loads((tiny_run / "results.json").read_text())["runs"]] == ["mono-s0"]
+
+
+def test_a_run_record_of_another_configuration_is_refused(tiny_run, data_dir):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    record = json.loads((tiny_run / "runs" / "mono-s0.json").read_text())
+    (tiny_run / "runs" / "mono-s1.json").write_text(json.dumps({**record, "seed": 1, "config_key": "0123456789abcdef"}))
+    with pytest.raises(ExperimentConfigError, match=r"mono-s1\.json: this run record comes from another configuration"):
+        run_experiment(_tiny_preset(seeds=(0, 1)), data_dir=data_dir, output_dir=tiny_run)
+
+
+def test_cli_experiment_refuses_other_max_steps_and_overwrite_reruns(smoke_run, data_dir, tmp_path):
+    import shutil
+
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke_run[0], out)
+    args = ["experiment", "--preset", "smoke", "--data-dir", str(data_dir), "--output-dir", str(out)]
+    with pytest.raises(ExperimentConfigError, match=r"preset\.max_steps: stored 30, requested 2"):
+        main([*args, "--max-steps", "2"])
+    assert main([*args, "--max-steps", "2", "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["preset"]["max_steps"] == 2
+    assert {json.loads(p.read_text())["config_key"] for p in (out / "runs").glob("*.json")} == {
+        json.loads((out / "config.json").read_text())["config_key"]}
+
+
+def test_report_command_never_leaves_a_truncated_results_json(tiny_run, disk_full):
+    before = (tiny_run / "results.json").read_bytes()
+    disk_full(tiny_run, after=100)  # every write below the folder fails after 100 bytes (a crash, a full disk)
+    with pytest.raises(OSError, match="No space left"):
+        main(["report", "--output-dir", str(tiny_run)])
+    assert (tiny_run / "results.json").read_bytes() == before
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_corrupt_run_record_is_named_before_any_work(tiny_run, data_dir):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    (tiny_run / "runs" / "mono-s0.json").write_text('{"mode": "mono", "alpha"')
+    config = (tiny_run / "config.json").read_bytes()
+    with pytest.raises(ExperimentConfigError, match=r"mono-s0\.json: unreadable or corrupt .*delete it to redo that run"):
+        run_experiment(_tiny_preset(), data_dir=data_dir, output_dir=tiny_run)
+    assert (tiny_run / "config.json").read_bytes() == config

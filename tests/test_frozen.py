@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,158 @@ def test_lookup_of_an_unknown_text_names_it():
     head = lookup_head_model(TEXTS, np.ones((len(TEXTS), 4), dtype=np.float32))
     with pytest.raises(KeyError, match="not precomputed"):
         head.encode(["never seen"])
+
+
+# ------------------------------------------------------------------------------------------ cache keys and faults
+from sentence_transformers_hybrid.models.frozen import (  # noqa: E402
+    EmbeddingCacheError,
+    model_fingerprint,
+    open_embedding_cache,
+)
+from sentence_transformers_hybrid.testing import tiny_static_model as tiny_model, tiny_transformer_model  # noqa: E402
+
+
+def _frozen_backbone(tmp_path, data_dir, model_path, **preset_fields):
+    from sentence_transformers_hybrid.experiment import PRESETS, FrozenE5Backbone, Preset, load_data
+
+    preset = Preset(**{**PRESETS["cpu"].to_dict(), "train_languages": ["de", "en"], "eval_languages": ["de", "en"],
+                       "max_train_groups": 40, "max_eval_questions": 20, "max_seq_length": 32, **preset_fields})
+    corpus, bench = load_data(preset, data_dir)
+    return FrozenE5Backbone(preset, corpus, bench, tmp_path / "out", device="cpu", model_path=str(model_path))
+
+
+def test_two_models_in_folders_of_the_same_name_get_their_own_vectors(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("STH_CACHE_DIR", str(tmp_path / "cache"))
+    texts = ["query: a b", "passage: c d"]
+    for run, seed in (("a", 0), ("b", 1)):  # runs/a/hybrid and runs/b/hybrid: same folder name, other weights
+        tiny_transformer_model(tmp_path / "tok", TEXTS + texts, seed=seed).save(str(tmp_path / "runs" / run / "hybrid"))
+    first = _frozen_backbone(tmp_path, data_dir, tmp_path / "runs" / "a" / "hybrid")
+    second = _frozen_backbone(tmp_path, data_dir, tmp_path / "runs" / "b" / "hybrid")
+    encoder_b = SentenceTransformer(str(tmp_path / "runs" / "b" / "hybrid"), device="cpu")
+    encoder_b.max_seq_length = 32
+    fresh = encoder_b.encode(second.texts)
+    np.testing.assert_allclose(second.vectors, fresh, rtol=1e-6, atol=1e-7)
+    assert np.abs(first.vectors - second.vectors).max() > 1e-3
+    assert first.cache.dir != second.cache.dir and first.cache.dir.name.startswith("hybrid-")
+    meta = json.loads((second.cache.dir / "index.json").read_text())
+    assert meta["settings"]["model"] == model_fingerprint(tmp_path / "runs" / "b" / "hybrid")
+    assert meta["settings"]["max_seq_length"] == 32 and meta["model_path"].endswith("b/hybrid")
+    # the same model and settings again (a rerun) reuse the cache: nothing is encoded twice
+    again = _frozen_backbone(tmp_path, data_dir, tmp_path / "runs" / "b" / "hybrid")
+    assert again.cache.dir == second.cache.dir and len(again.cache) == len(second.cache)
+
+
+def test_cache_key_covers_model_content_length_prompts_normalisation_and_dtype(tmp_path):
+    model = tiny_transformer_model(tmp_path / "tok", TEXTS, seed=0)
+    model.save(str(tmp_path / "m"))
+    model.save(str(tmp_path / "copy" / "m"))
+
+    def folder(path=tmp_path / "m", **kw):
+        m = SentenceTransformer(str(path), device="cpu")
+        m.max_seq_length = kw.pop("max_seq_length", 128)
+        return open_embedding_cache(tmp_path / "c", m, model_path=path, **kw).dir
+
+    base = folder()
+    assert folder(tmp_path / "copy" / "m") == base  # same content elsewhere: same cache
+    variants = [folder(max_seq_length=64), folder(prompts={"query": "query: "}), folder(normalize_embeddings=True),
+                folder(dtype="bfloat16")]
+    assert len({base, *variants}) == 5
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        folder(dtype="int8")
+
+
+def test_reopening_a_cache_with_other_settings_names_the_fields(tmp_path):
+    model = tiny_transformer_model(tmp_path / "tok", TEXTS, seed=0)
+    cache = open_embedding_cache(tmp_path, model, name="m")
+    cache.encode(model, TEXTS[:2])
+    other = dict(cache.settings, normalize_embeddings=True, dtype="bfloat16")
+    with pytest.raises(EmbeddingCacheError, match=r"dtype: cached 'float32', now 'bfloat16'.*normalize_embeddings"):
+        EmbeddingCache(cache.dir, model_id=cache.model_id, settings=other)
+    with pytest.raises(ValueError, match="normalize_embeddings=False"):
+        cache.encode(model, ["not cached yet"], normalize_embeddings=True)
+    model.max_seq_length = 7
+    with pytest.raises(ValueError, match="max_seq_length=64; the model passed has max_seq_length=7"):
+        cache.encode(model, ["not cached yet"])
+
+
+def test_normalised_cache_stores_unit_vectors(tmp_path):
+    model = tiny_model(TEXTS, dim=8, seed=0)
+    vecs = open_embedding_cache(tmp_path, model, normalize_embeddings=True).encode(model, TEXTS)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(vecs, model.encode(TEXTS, normalize_embeddings=True), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_cache_holds_what_an_autocast_encode_gives(tmp_path):
+    model = tiny_transformer_model(tmp_path / "tok", TEXTS * 3, seed=0)
+    vecs = open_embedding_cache(tmp_path / "c", model, dtype="bfloat16").encode(model, TEXTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model.encode(TEXTS, convert_to_tensor=True).float().numpy()
+    np.testing.assert_array_equal(vecs, want)
+    assert np.abs(vecs - model.encode(TEXTS)).max() > 0  # bf16 really was used, hence its own cache
+
+
+def test_corrupt_index_is_a_clear_error_and_rebuild_moves_it_aside(tmp_path):
+    EmbeddingCache(tmp_path, model_id="tiny").encode(tiny_static_model(), TEXTS[:2])
+    (tmp_path / "index.json").write_text('{"model_id": "tiny", "shards": [', encoding="utf-8")  # truncated
+    with pytest.raises(EmbeddingCacheError, match=r"index\.json.*corrupt.*delete the folder.*rebuild=True"):
+        EmbeddingCache(tmp_path, model_id="tiny")
+    (tmp_path / "index.json").write_text('{"model_id": "tiny", "shards": 1, "keys": {"k": [3, 0]}}')
+    with pytest.raises(EmbeddingCacheError, match="point to no shard"):
+        EmbeddingCache(tmp_path, model_id="tiny")
+    cache = EmbeddingCache(tmp_path, model_id="tiny", rebuild=True)
+    assert len(cache) == 0 and (tmp_path / "index.json.corrupt").is_file()
+    model = tiny_static_model()
+    np.testing.assert_allclose(cache.encode(model, TEXTS), model.encode(TEXTS), rtol=1e-6)
+
+
+def test_a_missing_shard_is_named(tmp_path):
+    EmbeddingCache(tmp_path, model_id="tiny").encode(tiny_static_model(), TEXTS[:2])
+    shard = next(tmp_path.glob("shard-*.npy"))
+    shard.unlink()
+    with pytest.raises(EmbeddingCacheError, match=shard.name):
+        EmbeddingCache(tmp_path, model_id="tiny").lookup(TEXTS[:1])
+
+
+class NaNModel(CountingModel):
+    def encode(self, texts, **kw):
+        out = self.model.encode(texts, **kw)
+        out = out.clone() if hasattr(out, "clone") else out.copy()
+        for i, t in enumerate(texts):
+            if t == "le chat noir":
+                out[i, 0] = float("nan")
+        return out
+
+
+def test_non_finite_vectors_are_never_cached(tmp_path):
+    model = tiny_static_model()
+    cache = EmbeddingCache(tmp_path, model_id="tiny", shard_size=2)
+    with pytest.raises(ValueError, match=r"non-finite.*text 3 of the texts passed \('le chat noir'\)"):
+        cache.encode(NaNModel(model), TEXTS)
+    reopened = EmbeddingCache(tmp_path, model_id="tiny", shard_size=2)
+    assert len(reopened) == 2 and "le chat noir" not in reopened  # the shard before it only
+    assert np.isfinite(reopened.encode(model, TEXTS)).all()
+
+
+def test_two_caches_filling_one_folder_keep_each_others_vectors(tmp_path):
+    model = tiny_static_model()
+    a = EmbeddingCache(tmp_path, model_id="tiny", shard_size=2)
+    b = EmbeddingCache(tmp_path, model_id="tiny", shard_size=2)  # e.g. two experiments at once
+    a.encode(model, TEXTS[:2])
+    b.encode(model, TEXTS[2:])
+    reopened = EmbeddingCache(tmp_path, model_id="tiny")
+    assert len(reopened) == len(TEXTS)
+    np.testing.assert_allclose(reopened.lookup(TEXTS), model.encode(TEXTS), rtol=1e-6)
+
+
+def test_a_cache_of_the_numbered_shard_layout_still_opens(tmp_path):
+    model = tiny_static_model()
+    vecs = model.encode(TEXTS[:2]).astype(np.float32)
+    np.save(tmp_path / "shard-00000.npy", vecs)
+    from sentence_transformers_hybrid.models.frozen import text_key
+
+    (tmp_path / "index.json").write_text(json.dumps(
+        {"model_id": "tiny", "shards": 1, "keys": {text_key(t): [0, i] for i, t in enumerate(TEXTS[:2])}}))
+    cache = EmbeddingCache(tmp_path, model_id="tiny")
+    np.testing.assert_array_equal(cache.lookup(TEXTS[:2]), vecs)
+    cache.encode(model, TEXTS)
+    np.testing.assert_allclose(EmbeddingCache(tmp_path, model_id="tiny").lookup(TEXTS), model.encode(TEXTS), rtol=1e-6)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from ..metrics.retrieval import (
     ranking_metrics,
     top_k_indices,
 )
+from .._utils import append_csv_rows
 from .encoding import QueryDocumentEncoding, Similarity, cosine_scores
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,14 +255,8 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         summary = self.compute_metrics_from_embeddings(q, c, similarity=model.similarity)
         logger.info("  " + "  ".join(f"{m}: {v:.4f}" for m, v in summary.items()))
         if output_path is not None and self.write_csv:
-            os.makedirs(output_path, exist_ok=True)
-            path = os.path.join(output_path, self.csv_file)
-            new = not os.path.isfile(path)
-            with open(path, "a", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(["epoch", "steps", *self.metrics])
-                writer.writerow([epoch, steps, *(summary[m] for m in self.metrics)])
+            append_csv_rows(os.path.join(output_path, self.csv_file), ["epoch", "steps", *self.metrics],
+                            [{"epoch": epoch, "steps": steps, **summary}])  # atomic; see append_csv_rows
         metrics = self.prefix_name_to_metrics(summary, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics

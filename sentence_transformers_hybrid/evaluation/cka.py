@@ -10,7 +10,6 @@ layer), :func:`layerwise_cka`, :func:`cka_matrix` and :func:`plot_cka_heatmap`.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
 import os
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._utils import default_progress
+from .._utils import append_csv_rows, default_progress
 from ..metrics.cka import linear_cka, linear_cka_matrix
 
 try:  # sentence-transformers >= 6
@@ -362,14 +361,8 @@ class CKAEvaluator(SentenceEvaluator):
             logger.info(f"{key}:\t{value:.4f}")
 
         if output_path is not None and self.write_csv:
-            os.makedirs(output_path, exist_ok=True)
-            csv_path = os.path.join(output_path, self.csv_file)
-            exists = os.path.isfile(csv_path)
-            with open(csv_path, newline="", mode="a" if exists else "w", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                if not exists:
-                    writer.writerow(["epoch", "steps", *metrics])
-                writer.writerow([epoch, steps, *metrics.values()])
+            append_csv_rows(os.path.join(output_path, self.csv_file), ["epoch", "steps", *metrics],
+                            [{"epoch": epoch, "steps": steps, **metrics}])  # atomic; see append_csv_rows
 
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)

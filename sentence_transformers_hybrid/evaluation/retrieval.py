@@ -7,8 +7,6 @@ never parse files (see :mod:`sentence_transformers_hybrid.beir_interop` for load
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -19,6 +17,7 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from tqdm.auto import tqdm
 
+from .._utils import append_csv_rows, append_json_history
 from .encoding import QueryDocumentEncoding, Similarity, cosine_scores
 
 from ..data.benchmark import CANDIDATE_WITH_CONTEXT, RetrievalBenchmark
@@ -373,24 +372,19 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         return metrics
 
     def write_results(self, output_path: str, summary: dict[str, float], epoch: int = -1, steps: int = -1) -> None:
-        """Append the per-pair rows of the last run to the CSV and ``summary`` to the JSON in ``output_path``."""
+        """Append the per-pair rows of the last run to the CSV and ``summary`` to the JSON in ``output_path``.
+
+        Both files are rewritten atomically (a crash leaves the previous version); a damaged one is moved aside
+        as ``*.corrupt`` with a warning, and a CSV whose columns differ from the current metrics is rewritten with
+        the union of the columns (see :func:`~sentence_transformers_hybrid._utils.append_csv_rows`).
+        """
         os.makedirs(output_path, exist_ok=True)
-        csv_path = os.path.join(output_path, self.csv_file)
         header = ["epoch", "steps", "setting", "query_language", "corpus_language", "queries", "candidates"]
         header += list(self.metrics) + (list(self.multi_metrics) if "multi" in self.settings else [])
-        new = not os.path.isfile(csv_path)
-        with open(csv_path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(header)
-            for r in self.results:
-                writer.writerow([epoch, steps] + [r.get(h, "") for h in header[2:]])
-        json_path = os.path.join(output_path, self.json_file)
-        history = []
-        if os.path.isfile(json_path):
-            with open(json_path, encoding="utf-8") as f:
-                history = json.load(f)
-        history.append(
+        rows = [{"epoch": epoch, "steps": steps, **{h: r.get(h, "") for h in header[2:]}} for r in self.results]
+        append_csv_rows(os.path.join(output_path, self.csv_file), header, rows)
+        append_json_history(
+            os.path.join(output_path, self.json_file),
             {
                 "epoch": epoch,
                 "steps": steps,
@@ -400,10 +394,8 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                 "candidate_text": CANDIDATE_WITH_CONTEXT if self.candidate_context else "{sentence}",
                 "center_languages": self.center_languages,
                 "metrics": summary,
-            }
+            },
         )
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(history, f, indent=2)
 
     def get_config_dict(self) -> dict[str, Any]:
         config = {"languages": list(self.languages), "candidate_context": self.candidate_context, **self.prompt_config()}

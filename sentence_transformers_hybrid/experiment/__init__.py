@@ -22,11 +22,19 @@ from ..data import parallel_questions, subsample_benchmark
 from .backbones import Backbone, E5Backbone, FrozenE5Backbone, HubBackbone, StaticBackbone, make_backbone
 from .hub import push_model
 from .presets import MODES, PRESETS, Preset, RunSpec, plan_runs, resolve_preset
-from .runner import evaluate_model, evaluator_pairs, load_data, run_experiment, train_model
+from .runner import (
+    ExperimentConfigError,
+    evaluate_model,
+    evaluator_pairs,
+    load_data,
+    run_experiment,
+    train_model,
+)
 
 __all__ = [
     "Backbone",
     "E5Backbone",
+    "ExperimentConfigError",
     "FrozenE5Backbone",
     "HubBackbone",
     "MODES",

@@ -122,19 +122,26 @@ class HubBackbone(E5Backbone):
 
 
 class FrozenE5Backbone(Backbone):
-    """Frozen encoder + linear head trained on cached vectors (cpu preset). See :mod:`.frozen`."""
+    """Frozen encoder + linear head trained on cached vectors (cpu preset). See :mod:`.frozen`.
 
-    def __init__(self, *args, model_path: str | None = None, **kwargs):
+    The vectors are cached under ``cache_dir()/embeddings``, keyed by the encoder's content (weights, configs,
+    tokenizer) and every encode setting (``max_seq_length``, prompts, normalisation, ``dtype``): a rerun, or another
+    experiment with the same encoder and settings, encodes nothing again; another model never gets these vectors.
+    ``dtype="bfloat16"`` encodes under ``torch.autocast`` (its own cache).
+    """
+
+    def __init__(self, *args, model_path: str | None = None, dtype: str = "float32", **kwargs):
         super().__init__(*args, **kwargs)
         from sentence_transformers import SentenceTransformer
 
-        from ..models.frozen import EmbeddingCache
+        from ..models.frozen import open_embedding_cache
 
         if model_path is None:
             from ..models.e5 import convert_e5_small
 
             model_path = convert_e5_small()
         self.model_path = model_path
+        self.dtype = dtype
         self.encoder = SentenceTransformer(model_path, device=self.device or "cpu")
         self.encoder.max_seq_length = self.preset.max_seq_length
         qp, pp = self.preset.query_prompt, self.preset.passage_prompt
@@ -145,12 +152,11 @@ class FrozenE5Backbone(Backbone):
         self.texts = list(dict.fromkeys(texts))
         from .._utils import cache_dir
 
-        # shared by every output folder: a rerun, or another experiment on the same data, encodes nothing again
-        model_id = f"{Path(model_path).resolve().name}-msl{self.preset.max_seq_length}"
-        cache = EmbeddingCache(cache_dir() / "embeddings" / model_id, model_id=model_id)
+        self.cache = open_embedding_cache(cache_dir() / "embeddings", self.encoder, model_path=model_path,
+                                          prompts={"query": qp, "passage": pp}, dtype=dtype)
         # longest texts first: less padding per batch, and the slowest part is done (and cached) first
         order = sorted(self.texts, key=len, reverse=True)
-        self.vectors = cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)
+        self.vectors = self.cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)
         self.texts = order
 
     def new_model(self, seed: int):
@@ -171,11 +177,13 @@ class FrozenE5Backbone(Backbone):
         return None
 
 
-def make_backbone(preset: Preset, corpus, bench, out: Path, device: str | None, model_path: str | None = None) -> Backbone:
+def make_backbone(preset: Preset, corpus, bench, out: Path, device: str | None, model_path: str | None = None,
+                  encode_dtype: str = "float32") -> Backbone:
+    """The backbone of ``preset``; ``encode_dtype`` is the frozen encoder's encode dtype (``"bfloat16"``: autocast)."""
     if preset.backbone == "static":
         return StaticBackbone(preset, corpus, bench, out, device)
     if preset.backbone == "e5-frozen":
-        return FrozenE5Backbone(preset, corpus, bench, out, device, model_path=model_path)
+        return FrozenE5Backbone(preset, corpus, bench, out, device, model_path=model_path, dtype=encode_dtype)
     if preset.backbone == "e5":
         return E5Backbone(preset, corpus, bench, out, device, model_path=model_path)
     return HubBackbone(preset, corpus, bench, out, device, model_path=model_path)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._utils import atomic_write_text
 from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..metrics.retrieval import LAREQA_METRICS
 from ..sampling.modes import MODES, PAPER_NAMES
@@ -659,7 +660,7 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> list[str]:
     if cmd:
         md += ["Command:", "", "```", cmd, "```", ""]
     md += [f"![{Path(p).stem}]({Path(p).name})" for p in written if p not in scatter]
-    (out / "results.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    atomic_write_text(out / "results.md", "\n".join(md) + "\n")
     return [str(out / "results.md"), *written]
 
 
@@ -767,5 +768,5 @@ Trained on {preset.train.upper()} ({"CC BY-SA 4.0" if preset.train == "xquad-r" 
 show the effect of the batch type, not a production retriever.
 """
     text = "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + body
-    (model_dir / "README.md").write_text(text, encoding="utf-8")
+    atomic_write_text(model_dir / "README.md", text)
     return str(model_dir / "README.md")

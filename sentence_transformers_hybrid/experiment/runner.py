@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -118,6 +119,85 @@ def evaluator_pairs(evaluator) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- the experiment
+#: Preset fields that choose which runs an experiment has, not what a run computes: a finished experiment may be
+#: resumed with other values (runs are added; records of runs no longer planned stay on disk, out of the summary).
+RUN_SET_FIELDS: tuple[str, ...] = ("modes", "seeds", "alpha_sweep", "sweep_seeds")
+#: Preset fields that change no result (text, and what the preset asks of the machine).
+_UNCOMPARED_FIELDS: tuple[str, ...] = ("description", "needs_cuda")
+
+
+class ExperimentConfigError(ValueError):
+    """``output_dir`` holds results of another configuration than the one requested (see :func:`run_experiment`)."""
+
+
+def _resolved(path: str | Path | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What every run record of an experiment depends on: the preset (without its run-set fields and text), the
+    data folder, the model path and the model folder's content fingerprint. Device, command and Python are left
+    out (the same computation on another machine)."""
+    preset = {k: v for k, v in (config.get("preset") or {}).items() if k not in RUN_SET_FIELDS + _UNCOMPARED_FIELDS}
+    return {
+        "preset": json.loads(json.dumps(preset, default=str)),  # tuples and lists compare alike
+        "data_dir": _resolved(config.get("data_dir")),
+        "model_path": _resolved(config.get("model_path")),
+        "model_fingerprint": config.get("model_fingerprint"),
+    }
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A digest of :func:`comparable_config`, stored in ``config.json`` and in every run record."""
+    return hashlib.sha256(json.dumps(comparable_config(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_differences(stored: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """``["max_steps: stored 30, requested 31", ...]``: the fields in which two experiment configs differ."""
+    a, b = comparable_config(stored), comparable_config(requested)
+    diffs = []
+    for key in ("data_dir", "model_path", "model_fingerprint"):
+        if a[key] != b[key]:
+            diffs.append(f"{key}: stored {a[key]!r}, requested {b[key]!r}")
+    for key in sorted(set(a["preset"]) | set(b["preset"])):
+        if a["preset"].get(key, "<not recorded>") != b["preset"].get(key, "<not recorded>"):
+            diffs.append(f"preset.{key}: stored {a['preset'].get(key, '<not recorded>')!r}, "
+                         f"requested {b['preset'].get(key, '<not recorded>')!r}")
+    return diffs
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExperimentConfigError(
+            f"{path}: unreadable or corrupt ({err}); delete it to redo that run, or pass overwrite=True "
+            "(st-hybrid experiment --overwrite) to rerun the whole experiment"
+        ) from None
+
+
+def _check_resumable(out: Path, config: dict[str, Any], key: str) -> None:
+    """Refuse (before any work) an output folder whose records come from another configuration."""
+    fix = (f"Use another --output-dir, request the stored configuration, or pass overwrite=True "
+           f"(st-hybrid experiment --overwrite) to discard the runs in {out} and rerun")
+    stored_file = out / "config.json"
+    if stored_file.is_file():
+        stored = _read_record(stored_file)
+        diffs = config_differences(stored, config)
+        if diffs:
+            raise ExperimentConfigError(
+                f"{stored_file}: the experiment in {out} was run with another configuration; "
+                + "; ".join(diffs) + f". {fix}"
+            )
+    for record in sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []:
+        stored_key = _read_record(record).get("config_key")
+        if stored_key is not None and stored_key != key:
+            raise ExperimentConfigError(
+                f"{record}: this run record comes from another configuration (config_key {stored_key}, requested "
+                f"{key}). {fix}"
+            )
+
+
 def run_experiment(
     preset: str | Preset = "auto",
     data_dir: str | Path | None = None,
@@ -126,12 +206,21 @@ def run_experiment(
     device: str | None = None,
     model_path: str | None = None,
     command: str | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run a preset end to end; returns the summary written to ``output_dir/results.json``.
 
     Each finished run is written to ``output_dir/runs/<run_id>.json`` before the next starts; with ``resume=True``
     (default) a rerun skips finished runs, so an interrupted experiment continues from the last finished run.
+
+    An output folder belongs to one configuration: the preset's fields, ``data_dir``, ``model_path`` and the model
+    folder's content (:func:`comparable_config`; not the device or the command). If ``output_dir`` holds a
+    ``config.json`` or run records of another configuration, :class:`ExperimentConfigError` names the differing
+    fields before any work, with ``resume`` on or off. The run set may change: other ``seeds``, ``modes``,
+    ``alpha_sweep`` or ``sweep_seeds`` reuse the finished runs still planned and train the new ones (the summary
+    holds the planned runs only). ``overwrite=True`` deletes ``runs/``, ``checkpoints/``, ``models/``,
+    ``results.json`` and ``runs.json`` first and reruns everything under the requested configuration.
     """
     from . import report
 
@@ -139,39 +228,49 @@ def run_experiment(
     setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
     train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config = {
         "preset": preset.to_dict(),
         "data_dir": str(data_dir) if data_dir else os.environ.get("STH_DATA_DIR"),
         "device": device,
         "device_setup": {"train": train_setup.to_dict(), "encode": encode_setup.to_dict()},
         "model_path": model_path,
+        "model_fingerprint": _model_fingerprint(model_path),
         "command": command,
         "python": platform.python_version(),
         "runs": [dataclasses.asdict(r) | {"run_id": r.run_id} for r in plan_runs(preset)],
     }
+    key = config["config_key"] = config_key(config)
+    if overwrite:
+        for sub in ("runs", "checkpoints", "models"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for record in ("results.json", "runs.json"):  # no summary of the discarded runs outlives them
+            (out / record).unlink(missing_ok=True)
+    elif out.is_dir():
+        _check_resumable(out, config, key)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", config)
     corpus, bench = load_data(preset, data_dir)
     logger.info("training corpus: %r; evaluation: %r", corpus, bench)
-    with encode_setup.autocast():  # the frozen encoder's cache is encoded here
-        backbone = make_backbone(preset, corpus, bench, out, device, model_path=model_path)
+    # the frozen encoder's cache is encoded here, under the same precision as every other encoding pass
+    backbone = make_backbone(preset, corpus, bench, out, device, model_path=model_path, encode_dtype=encode_setup.dtype)
 
     runs_dir = out / "runs"
     pretrained_file = runs_dir / "pretrained.json"
     if resume and pretrained_file.is_file():
-        pretrained = json.loads(pretrained_file.read_text(encoding="utf-8"))
+        pretrained = _read_record(pretrained_file)
     else:
         model = backbone.pretrained_model()
         pretrained = evaluate_model(model, bench, preset, name=f"{bench.name}-pretrained", setup=encode_setup)
         with encode_setup.autocast():
             pretrained["cka_by_layer"] = backbone.layer_cka(model)
+        pretrained["config_key"] = key
         atomic_write_json(pretrained_file, pretrained)
 
     results = []
     for spec in plan_runs(preset):
         run_file = runs_dir / f"{spec.run_id}.json"
         if resume and run_file.is_file():
-            results.append(json.loads(run_file.read_text(encoding="utf-8")))
+            results.append(_read_record(run_file))
             continue
         logger.info("run %s", spec.run_id)
         model = backbone.new_model(spec.seed)
@@ -183,7 +282,9 @@ def run_experiment(
         with encode_setup.autocast():
             cka_by_layer = backbone.layer_cka(model)
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
-                  "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from}
+                  "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from,
+                  "device": train_setup.describe(), "load_average": _load_average(),
+                  "sampler": trained.sampler_config, "config_key": key}
         model_dir = _model_dir(out, spec, preset)
         if model_dir is not None:
             if model_dir.exists():
@@ -203,6 +304,50 @@ def run_experiment(
     atomic_write_json(out / "runs.json", report.runs_json(summary, device=train_setup.describe(), command=command))
     report.write_report(out, summary)
     return summary
+
+
+def report_records(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(pretrained, runs)``: the records of the runs ``config`` plans, in its order, for rebuilding a report.
+
+    A planned run without its record, or a record of another configuration (``config_key``), raises naming the file;
+    records of runs the configuration no longer plans are left out (with a warning).
+    """
+    out = Path(out)
+    key = config.get("config_key")
+    planned = [r["run_id"] for r in config.get("runs", [])]
+
+    def load(name: str) -> dict[str, Any]:
+        path = out / "runs" / f"{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: run {name!r} of {out / 'config.json'} has no record; rerun "
+                                    f"st-hybrid experiment with --output-dir {out} to finish it")
+        record = _read_record(path)
+        if key is not None and record.get("config_key") not in (None, key):
+            raise ExperimentConfigError(f"{path}: record of another configuration (config_key "
+                                        f"{record.get('config_key')}, config.json has {key})")
+        return record
+
+    extra = sorted(p.stem for p in (out / "runs").glob("*.json") if p.stem != "pretrained" and p.stem not in planned)
+    if extra:
+        logger.warning("%s: records of runs not planned by config.json left out of the report: %s", out / "runs", extra)
+    return load("pretrained"), [load(name) for name in planned]
+
+
+def _model_fingerprint(model_path: str | None) -> str | None:
+    """The content fingerprint of a model folder (None for no path, or a Hub id)."""
+    if not model_path or not Path(model_path).is_dir():
+        return None
+    from ..models.frozen import model_fingerprint
+
+    return model_fingerprint(model_path)
+
+
+def _load_average() -> list[float] | None:
+    """The 1/5/15-minute load average when a run ends (its train_seconds are honest only on idle cores)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on every platform
+        return None
 
 
 def _model_dir(out: Path, spec: RunSpec, preset: Preset) -> Path | None:

