@@ -271,7 +271,10 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
         head = saved[len(saved) - 2].linear.weight.detach()
         assert (head - torch.eye(head.shape[0])).abs().max() > 1e-4  # the head trained away from its identity init
         _, bench = load_data(preset, data_dir)
-        again = evaluate_model(saved, bench, preset, name=bench.name)
+        from sentence_transformers_hybrid.experiment.devices import DeviceSetup
+
+        encode = json.loads((tmp_path / "out" / "config.json").read_text())["device_setup"]["encode"]
+        again = evaluate_model(saved, bench, preset, name=bench.name, setup=DeviceSetup(**encode))  # same precision
         record = json.loads((tmp_path / "out" / "runs" / "hybrid-a0.5-s0.json").read_text())
         for key in ("mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"):
             assert again[key] == pytest.approx(record[key], abs=1e-3), key
