@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow import dataset_table
 from .validation import DataValidationError, ValidationReport, Validator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,6 +136,9 @@ class ParallelCorpus:
     ) -> ParallelCorpus:
         """Build from a ``datasets.Dataset`` (or a ``pyarrow.Table``) with one row per (group, language).
 
+        Exactly the rows the dataset shows are read, in its order: after ``filter``, ``select``, ``shuffle`` or
+        ``train_test_split`` the removed or held-out rows stay out (:func:`~.arrow.dataset_table`).
+
         Columnar and vectorised: 200k groups x 10 languages build in a few seconds
         (``benchmarks/bench_corpus.py``).
 
@@ -147,11 +151,8 @@ class ParallelCorpus:
             ...                             query_column="q", passage_column="p").groups
             ['7']
         """
-        table = dataset if isinstance(dataset, pa.Table) else dataset.data.table
         wanted = [group_column, language_column, query_column, passage_column] + ([source_column] if source_column else [])
-        missing = [c for c in wanted if c not in table.column_names]
-        if missing:
-            raise DataValidationError(f"{name}: missing column(s) {missing}; it has {table.column_names}")
+        table = dataset_table(dataset, wanted, name)
         n = table.num_rows
         source = (
             pc.cast(table[source_column], pa.string())

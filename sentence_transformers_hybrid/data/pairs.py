@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow import dataset_table
 from .corpus import REQUIRED_FIELDS, ParallelCorpus
 from .validation import DataValidationError, Issue, log_removed
 
@@ -144,11 +145,13 @@ def pairs_to_corpus(
        ``"pair"`` only repeated (query, passage) pairs; ``False`` nothing.
 
     Args:
-        dataset: a ``datasets.Dataset`` or ``pyarrow.Table``.
+        dataset: a ``datasets.Dataset`` or ``pyarrow.Table``; exactly the rows it shows are read, in its order
+            (a filtered, selected, shuffled or split ``Dataset`` never brings its removed rows back).
         query_column, passage_column: the columns holding the query and its positive passage (strings).
         language: the language of the data.
         source: the ``source`` name of every group.
-        group_column: a column of unique ids to use as group ids; default ``"{source}-{row}"`` (row in ``dataset``).
+        group_column: a column of unique ids to use as group ids; default ``"{source}-{row}"`` (row in ``dataset``
+            as it shows its rows).
 
     Example::
 
@@ -159,11 +162,8 @@ def pairs_to_corpus(
         >>> corpus.groups, len(corpus.report)
         (['nq-0'], 2)
     """
-    table = dataset if isinstance(dataset, pa.Table) else dataset.data.table
     wanted = [query_column, passage_column] + ([group_column] if group_column else [])
-    missing = [c for c in wanted if c not in table.column_names]
-    if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}; it has {table.column_names}")
+    table = dataset_table(dataset, wanted, source)
     if dedup is True:
         dedup = "query"
     if dedup not in (False, "query", "pair"):
