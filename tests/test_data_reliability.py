@@ -84,3 +84,89 @@ def test_streaming_dataset_is_answered():
 def test_python_records_given_to_from_dataset_point_to_from_records():
     with pytest.raises(DataValidationError, match=r"got list.*from_records"):
         ParallelCorpus.from_dataset([{"group": "g", "lang": "en", "query": "q", "passage": "p"}])
+
+
+# ---------------------------------------------------------------- item 2: derived benchmarks leave the original alone
+def _fingerprint(bench) -> dict:
+    """Every array of every split as bytes, and the relevance of every (query, pool) setting."""
+    out = {}
+    for lang, s in bench.splits.items():
+        for f in ("question_groups", "sentence_paragraph", "answer_sentence", "answer_counts"):
+            out[(lang, f)] = getattr(s, f).tobytes()
+        for y in [None, *bench.languages]:
+            rows, rel = bench.relevance(lang, y)
+            out[(lang, y, "rel")] = (rows.tobytes(), rel.indptr.tobytes(), rel.indices.tobytes())
+    out["group_ids"] = list(bench.group_ids)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlqa(data_dir):
+    from sentence_transformers_hybrid import load_lareqa
+
+    return load_lareqa("mlqa-r", data_dir=data_dir, languages=["ar", "de", "en", "es"])
+
+
+def test_select_languages_leaves_the_original_benchmark_unchanged(mlqa):
+    # MLQA-R's question sets differ per language: realigning de + es alone renumbers the groups
+    before = _fingerprint(mlqa)
+    sub = mlqa.select_languages(["es", "de"])
+    assert sub.languages == ["de", "es"] and sub.group_ids[0] == mlqa.splits["de"].question_ids[0]
+    assert _fingerprint(mlqa) == before
+    # and the derived one is right on its own: de -> es relevance holds the ids both languages share
+    rows, rel = sub.relevance("de", "es")
+    assert len(rows) == len(set(sub.splits["de"].question_ids) & set(sub.splits["es"].question_ids))
+
+
+def test_subsample_benchmark_leaves_the_original_benchmark_unchanged(mlqa):
+    from sentence_transformers_hybrid.data import subsample_benchmark
+
+    before = _fingerprint(mlqa)
+    small = subsample_benchmark(mlqa.select_languages(["es", "ar"]), 20)
+    assert len(small.group_ids) == 20
+    assert _fingerprint(mlqa) == before
+
+
+def test_benchmark_splits_cannot_be_changed_in_place(mlqa):
+    split = mlqa.splits["en"]
+    with pytest.raises(ValueError, match="read-only"):
+        split.question_groups[0] = 5
+    with pytest.raises(AttributeError):
+        split.question_groups = np.zeros(3, dtype=np.int64)
+    with pytest.raises(TypeError):
+        mlqa.splits["fr"] = split
+
+
+def test_building_a_benchmark_leaves_the_callers_splits_alone():
+    from sentence_transformers_hybrid import LanguageSplit, RetrievalBenchmark
+
+    groups = np.array([7, 7])
+    split = LanguageSplit("de", ["b", "a"], ["B?", "A?"], groups, ["s1", "s2"], ["p"], [0, 0], [0, 1])
+    RetrievalBenchmark([LanguageSplit("en", ["a"], ["A?"], [0], ["s"], ["p"], [0], [0]), split])
+    assert groups.tolist() == [7, 7] and groups.flags.writeable  # the caller's array
+    assert split.question_groups.tolist() == [7, 7]
+
+
+def test_derived_benchmarks_keep_a_copy_of_the_report(tmp_path):
+    import json
+
+    from sentence_transformers_hybrid import load_squad_parallel
+    from sentence_transformers_hybrid.data import subsample_benchmark
+
+    doc = {"data": [{"title": "t", "paragraphs": [{"context": "One sentence here. Another one there.", "qas": [
+        {"id": "ok", "question": "Which?", "answers": [{"text": "One", "answer_start": 0}]},
+        {"id": "bad", "question": "Where?", "answers": [{"text": "x", "answer_start": 999}]}]}]}]}
+    for lang in ("en", "de"):
+        (tmp_path / f"{lang}.json").write_text(json.dumps(doc), encoding="utf-8")
+    bench = load_squad_parallel({"en": tmp_path / "en.json", "de": tmp_path / "de.json"}, strict=False)
+    sub = bench.select_languages(["en"])
+    assert len(sub.report) == len(bench.report) == 2 and sub.report is not bench.report
+    assert len(subsample_benchmark(bench, 1).report) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_subsample_benchmark_rejects_a_bad_size(mlqa, bad):
+    from sentence_transformers_hybrid.data import subsample_benchmark
+
+    with pytest.raises(ValueError, match="max_questions must be a positive integer"):
+        subsample_benchmark(mlqa, bad)
