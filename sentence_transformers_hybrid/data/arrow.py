@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .validation import DataValidationError
 
@@ -84,3 +85,44 @@ def _check_columns(have: Sequence[str], wanted: Sequence[str] | None, name: str)
     missing = [c for c in wanted if c not in have]
     if missing:
         raise DataValidationError(f"{name}: missing column(s) {missing}; it has {list(have)}")
+
+
+def string_column(
+    table: pa.Table, column: str, name: str, integers: bool = False, large: bool = False
+) -> pa.Array:
+    """Column ``column`` of ``table`` as one Arrow string array (``large_string`` with ``large=True``).
+
+    Strings (and dictionary-encoded strings) pass; so do integers with ``integers=True`` (ids such as ``7`` become
+    ``"7"``); an all-null column stays null (the loaders report its rows as empty). Anything else — a list, a
+    struct, a float, bytes — raises :class:`DataValidationError` naming ``name``, the column and its type, with a
+    hint for list columns (a column must hold one text per row).
+
+    Example::
+
+        >>> t = pa.table({"q": ["a", None], "n": [7, 8], "l": [["x"], ["y", "z"]]})
+        >>> string_column(t, "n", "mine", integers=True).to_pylist()
+        ['7', '8']
+        >>> string_column(t, "l", "mine")
+        Traceback (most recent call last):
+        ...
+        sentence_transformers_hybrid.data.validation.DataValidationError: mine: column 'l' holds list<item: string> values, expected one string per row (map a list column to one text per row first, e.g. dataset.map(lambda r: {'l': r['l'][0]}))
+    """
+    arr = table[column]
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    kind = arr.type
+    if pa.types.is_dictionary(kind) and (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+        arr, kind = arr.dictionary_decode(), kind.value_type
+    ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+    if integers:
+        ok = ok or pa.types.is_integer(kind)
+    if not ok:
+        expected = "one string or integer id per row" if integers else "one string per row"
+        hint = ""
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            hint = (f" (map a list column to one text per row first, e.g. dataset.map(lambda r: {{{column!r}: "
+                    f"r[{column!r}][0]}}))")
+        elif pa.types.is_struct(kind):
+            hint = f" (pick one of its fields {[f.name for f in kind]} first, e.g. dataset.flatten())"
+        raise DataValidationError(f"{name}: column {column!r} holds {kind} values, expected {expected}{hint}")
+    return pc.cast(arr, pa.large_string() if large else pa.string())
+

@@ -294,6 +294,39 @@ def _align_groups(name: str, splits: Sequence[LanguageSplit]) -> tuple[list[str]
     return group_ids, np.split(codes, np.cumsum(sizes)[:-1])
 
 
+def _kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    text = repr(value)
+    return f"{names.get(type(value), type(value).__name__)} ({text[:40] + '...' if len(text) > 40 else text})"
+
+
+def paragraph_questions(par: dict, p_idx: int, file: str, language: str, validator: Validator) -> list:
+    """The ``qas`` list of a SQuAD paragraph; anything but a list is a problem (reported, no question kept)."""
+    qas = par.get("qas", [])
+    if qas is None:
+        return []
+    if not isinstance(qas, list):
+        validator.problem(f"'qas' is {_kind(qas)}, expected a list of questions", file=file,
+                          row=f"paragraph {p_idx}", language=language)
+        return []
+    return qas
+
+
+def question_problem(qa: object) -> str | None:
+    """What is wrong with the shape of one SQuAD question entry, or ``None`` when it has the expected shape
+    (an object whose ``answers``, when present, is a list of objects)."""
+    if not isinstance(qa, dict):
+        return f"the question is {_kind(qa)}, expected an object with 'id', 'question' and 'answers'"
+    answers = qa.get("answers")
+    if answers is not None and not isinstance(answers, list):
+        return f"'answers' is {_kind(answers)}, expected a list of objects"
+    for j, ans in enumerate(answers or []):
+        if not isinstance(ans, dict):
+            return f"answer {j} is {_kind(ans)}, expected an object with 'text' and 'answer_start'"
+    return None
+
+
 def build_split(
     language: str,
     paragraphs: Sequence[dict],
@@ -317,8 +350,16 @@ def build_split(
     seen: dict[str, int] = {}
     for p_idx, par in enumerate(paragraphs):
         context = par["context"]
-        sents = list(par["sentences"])
-        breaks = np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+        where_par = f"file {file!r}, language {language!r}, paragraph {p_idx}"
+        sents = par["sentences"]
+        if not isinstance(sents, list) or not all(isinstance(t, str) for t in sents):
+            raise DataValidationError(f"{where_par}: 'sentences' is {_kind(sents)}, expected a list of strings")
+        try:
+            breaks = np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise DataValidationError(
+                f"{where_par}: 'sentence_breaks' is {_kind(par['sentence_breaks'])}, expected [[start, end], ...] integers"
+            ) from None
         if len(sents) != len(breaks) or not sents:
             raise DataValidationError(
                 f"file {file!r}, language {language!r}, paragraph {p_idx}: {len(sents)} sentences but "
@@ -329,9 +370,14 @@ def build_split(
         sentences.extend(sents)
         sentence_paragraph.extend([p_idx] * len(sents))
         ends = breaks[:, 1]
-        for qa in par.get("qas", []):
-            qid = str(qa.get("id", ""))
-            where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+        for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
+            shape = question_problem(qa)
+            if shape:
+                validator.problem(shape, file=file,
+                                  row=f"paragraph {p_idx}, question {q_idx}", language=language)
+                continue
+            qid = str(qa.get("id", "") or "")
+            where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
             question = qa.get("question")
             if not qid:
                 validator.problem("question without an id", **where)
@@ -339,7 +385,10 @@ def build_split(
             if qid in seen:
                 validator.problem(f"duplicate question id (also question #{seen[qid]} of this file)", **where)
                 continue
-            if not isinstance(question, str) or not question.strip():
+            if question is not None and not isinstance(question, str):
+                validator.problem(f"'question' is {_kind(question)}, expected a string", **where)
+                continue
+            if not question or not question.strip():
                 validator.problem("empty question", **where)
                 continue
             ans = qa.get("answers") or []

@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .arrow import dataset_table
+from .arrow import dataset_table, string_column
 from .corpus import REQUIRED_FIELDS, ParallelCorpus
+from .files import open_maybe_gzip
 from .validation import DataValidationError, Issue, log_removed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,45 +38,72 @@ logger = logging.getLogger(__name__)
 def load_parallel_jsonl(path: str | Path, strict: bool = True) -> ParallelCorpus:
     """Load a JSON Lines file with one record ``{"group", "lang", "query", "passage"[, "source"]}`` per line.
 
-    Malformed JSON or a record without a required field raises :class:`DataValidationError` naming the file and
-    the 1-based line; with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like empty
-    texts and duplicate (group, lang) rows (those name the 0-based record, i.e. the data line without blank lines).
+    A gzip-compressed file (``.jsonl.gz``, told by its first bytes) is read the same way. Malformed JSON, a line
+    that is not UTF-8, or a record without a required field raises :class:`DataValidationError` naming the file
+    and the 1-based line; with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like
+    empty texts, wrongly typed fields and duplicate (group, lang) rows (those name the 0-based record, i.e. the
+    data line without blank or skipped lines).
 
     Example::
 
-        >>> corpus = load_parallel_jsonl("train.jsonl")  # doctest: +SKIP
+        >>> import json, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "train.jsonl")
+        >>> with open(path, "w", encoding="utf-8") as f:
+        ...     for lang, q in [("en", "Who wrote Faust?"), ("de", "Wer schrieb Faust?")]:
+        ...         _ = f.write(json.dumps({"group": "q1", "lang": lang, "query": q, "passage": "Goethe."}) + "\\n")
+        >>> load_parallel_jsonl(path)
+        ParallelCorpus(groups=1, rows=2, languages=['de', 'en'], sources=['default'])
     """
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"file {str(path)!r} not found")
     records: list[dict[str, Any]] = []
-    bad: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    bad: list[Issue] = []
+    file = str(path)
+
+    def problem(lineno: int, reason: str) -> None:
+        if strict:
+            raise DataValidationError(f"file {file!r}, line {lineno}: {reason}")
+        bad.append(Issue(reason, file=file, row=f"line {lineno}"))
+
+    with open_maybe_gzip(path) as f:
+        for lineno, raw in _lines(f, file):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problem(lineno, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); re-encode "
+                        "the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                msg = f"file {str(path)!r}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})"
-                if strict:
-                    raise DataValidationError(msg) from None
-                bad.append(msg)
+                problem(lineno, f"malformed JSON ({e.msg} at column {e.colno})")
                 continue
-            missing = [k for k in REQUIRED_FIELDS if not isinstance(rec, dict) or k not in rec]
+            if not isinstance(rec, dict):
+                problem(lineno, f"a JSON {type(rec).__name__}, expected an object with fields {list(REQUIRED_FIELDS)}")
+                continue
+            missing = [k for k in REQUIRED_FIELDS if k not in rec]
             if missing:
-                msg = f"file {str(path)!r}, line {lineno}: missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}"
-                if strict:
-                    raise DataValidationError(msg)
-                bad.append(msg)
+                problem(lineno, f"missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}")
                 continue
             records.append(rec)
-    corpus = ParallelCorpus.from_records(records, strict=strict, name=str(path))
+    corpus = ParallelCorpus.from_records(records, strict=strict, name=file)
     if bad:
-        from .validation import Issue
-
-        corpus.report.issues.extend(Issue(m) for m in bad)
+        log_removed(f"load_parallel_jsonl({file!r})", bad, corpus.num_rows)
+        corpus.report.issues[:0] = bad
     return corpus
+
+
+def _lines(f: IO[bytes], file: str) -> Iterator[tuple[int, bytes]]:
+    """``(1-based line number, bytes)``; a corrupt or truncated gzip stream raises naming the file and line."""
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(f, start=1):
+            yield lineno, raw
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataValidationError(f"file {file!r}: corrupt or truncated gzip data after line {lineno} ({e})") from None
 
 
 def load_parallel_dataset(
@@ -171,18 +200,10 @@ def pairs_to_corpus(
     min_q, min_p = _bounds(min_length, "min_length")
     max_q, max_p = _bounds(max_length, "max_length")
     n = table.num_rows
-    cols = {}
-    for col in (query_column, passage_column):
-        arr = table[col].combine_chunks()
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
-            raise DataValidationError(
-                f"{source}: column {col!r} is {arr.type}, expected strings (map list or dict columns to one passage "
-                "per row first, e.g. dataset.map(lambda r: {'passage': r['passages']['passage_text'][0]}))"
-            )
-        cols[col] = pc.cast(arr, pa.large_string())
-    q, p = cols[query_column], cols[passage_column]
+    q = string_column(table, query_column, source, large=True)
+    p = string_column(table, passage_column, source, large=True)
     groups = (
-        pc.cast(table[group_column].combine_chunks(), pa.string())
+        string_column(table, group_column, source, integers=True)
         if group_column
         else pa.array(np.char.add(f"{source}-", np.arange(n).astype(str)).astype(object), pa.string())
     )

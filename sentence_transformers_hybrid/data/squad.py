@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
+from .benchmark import LanguageSplit, RetrievalBenchmark, build_split, paragraph_questions, question_problem
 from .lareqa import read_json, squad_paragraphs
 from .corpus import ParallelCorpus
 from .validation import DataValidationError, Issue, ValidationReport, Validator, log_removed
@@ -150,9 +150,14 @@ def squad_to_corpus(
             context = par["context"]
             spans: np.ndarray | None = None
             sentences: list[str] = []
-            for qa in par.get("qas", []) or []:
-                qid = str(qa.get("id", "")) if isinstance(qa, dict) else ""
-                where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+            for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
+                shape = question_problem(qa)
+                if shape:
+                    validator.problem(shape, file=file,
+                                      row=f"paragraph {p_idx}, question {q_idx}", language=language)
+                    continue
+                qid = str(qa.get("id", "") or "")
+                where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
                 if not qid:
                     validator.problem("question without an id", **where)
                     continue
