@@ -425,3 +425,16 @@ def test_load_benchmark_squad_files_follow_languages(tmp_path):
         load_benchmark(spec, languages=["zh"])
     with pytest.raises(DataValidationError, match=r"for a SQuAD file, name its language: lang="):
         load_benchmark(str(tmp_path / "en.json"))
+
+
+def test_translate_input_format_is_told_by_content(tmp_path):
+    import gzip
+    import json
+
+    from sentence_transformers_hybrid.translate.pipeline import read_input
+
+    _write_jsonl(tmp_path / "records.json", [_rec(), _rec(lang="de")])
+    assert read_input(tmp_path / "records.json").languages == ["de", "en"]
+    (tmp_path / "records.jsonl.gz").write_bytes(gzip.compress((json.dumps(_rec()) + "\n").encode()))
+    assert read_input(tmp_path / "records.jsonl.gz").num_rows == 1
+    assert read_input(_squad_file(tmp_path / "squad.json"), source_language="en").groups == ["q1"]

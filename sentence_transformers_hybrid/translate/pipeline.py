@@ -214,16 +214,13 @@ def translate_parallel(
 
 
 def _detect_format(path: str) -> str:
+    from ..data.formats import detect_format
+
     p = Path(path)
-    name = p.name.lower()
     if p.is_dir():
         return "disk"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return "jsonl"
-    if name.endswith(".json"):
-        return "squad"
-    if p.exists():
-        raise ValueError(f"input {path!r}: cannot tell its format from the name; pass input_format='jsonl'|'squad'|'hf'")
+    if p.is_file():
+        return detect_format(p)  # JSON Lines or SQuAD, told by name and first line
     return "hf"  # not a local path: a Hub data set id
 
 
