@@ -100,7 +100,7 @@ class RetrievalBenchmark:
     Example::
 
         >>> from sentence_transformers_hybrid import load_lareqa
-        >>> bench = load_lareqa("xquad-r", data_dir="../shared/data/lareqa", languages=["en", "de"])
+        >>> bench = load_lareqa("xquad-r", languages=["en", "de"])     # data from $STH_DATA_DIR
         >>> bench
         RetrievalBenchmark('xquad-r', languages=['de', 'en'], groups=1190)
         >>> corpus, queries, qrels = bench.beir("en")          # multilingual pool of en + de

@@ -148,7 +148,7 @@ def load_lareqa(
 
     Example::
 
-        >>> bench = load_lareqa("mlqa-r", data_dir="../shared/data/lareqa")
+        >>> bench = load_lareqa("mlqa-r")          # data_dir=None: $STH_DATA_DIR, then the cache
         >>> bench.languages, len(bench.splits["en"].sentences)
         (['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh'], 6264)
     """

@@ -120,7 +120,17 @@ def load_parallel_dataset(
 
     Example::
 
-        >>> corpus = load_parallel_dataset("my-org/my-parallel-qa", source_column="source")  # doctest: +SKIP
+        >>> corpus = load_parallel_dataset("my-org/my-parallel-qa", source_column="source")  # a Hub id: needs the Hub  # doctest: +SKIP
+
+    Local files go through the ``datasets`` builders (``"json"``, ``"csv"``, ``"parquet"``)::
+
+        >>> import json, os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "train.jsonl"), "w", encoding="utf-8") as f:
+        ...     for lang in ("en", "de"):
+        ...         _ = f.write(json.dumps({"group": "q1", "lang": lang, "query": "?", "passage": "."}) + "\\n")
+        >>> load_parallel_dataset("json", data_files=os.path.join(folder, "train.jsonl"), cache_dir=folder)
+        ParallelCorpus(groups=1, rows=2, languages=['de', 'en'], sources=['default'])
     """
     from datasets import load_dataset
 

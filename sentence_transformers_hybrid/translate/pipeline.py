@@ -335,7 +335,7 @@ def translate_file(
 
     Example::
 
-        >>> translate_file("train-v1.1.json", "train-6lang.jsonl", ["de", "es", "zh"], source_language="en")  # doctest: +SKIP
+        >>> translate_file("train-v1.1.json", "train-6lang.jsonl", ["de", "es", "zh"], source_language="en")  # downloads facebook/m2m100_418M from the Hub  # doctest: +SKIP
     """
     from .._utils import cache_dir as package_cache_dir
 
