@@ -77,3 +77,15 @@ def test_examples_do_not_hard_code_machine_paths(module_name):
     bad = [f"{t.name}: {ex.source.strip()}" for t, ex in _examples(module_name)
            if re.search(r"(/work/|\.\./shared|/home/|/Users/)", ex.source)]
     assert not bad, "read the data from $STH_DATA_DIR (or use tiny data) instead:\n" + "\n".join(bad)
+
+
+def test_reliability_page_names_existing_tests():
+    """Every ``tests/<file>.py::<test>`` that docs/reliability.md cites is a test function in that file."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cited = re.findall(r"`(tests/\w+\.py)::(\w+)`", (root / "docs" / "reliability.md").read_text(encoding="utf-8"))
+    assert len(cited) >= 20
+    missing = [f"{f}::{name}" for f, name in cited
+               if not (root / f).is_file() or not re.search(rf"^def {name}\(", (root / f).read_text(encoding="utf-8"), re.M)]
+    assert not missing, missing
