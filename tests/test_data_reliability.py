@@ -4,7 +4,6 @@ and every bad record or argument is answered with an error naming the file, row,
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from datasets import Dataset, DatasetDict
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow import dataset_table, string_column
-from .validation import DataValidationError, ValidationReport, Validator
+from .validation import ValidationReport, Validator
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
