@@ -437,3 +437,14 @@ def test_translate_input_format_is_told_by_content(tmp_path):
     (tmp_path / "records.jsonl.gz").write_bytes(gzip.compress((json.dumps(_rec()) + "\n").encode()))
     assert read_input(tmp_path / "records.jsonl.gz").num_rows == 1
     assert read_input(_squad_file(tmp_path / "squad.json"), source_language="en").groups == ["q1"]
+
+
+def test_wrongly_typed_jsonl_field_names_the_line(tmp_path):
+    from sentence_transformers_hybrid import load_parallel_jsonl
+
+    path = tmp_path / "t.jsonl"
+    _write_jsonl(path, [_rec(), _rec(group="g2", query=["a", "b"])])
+    with pytest.raises(DataValidationError, match=r"t.jsonl', line 2, group 'g2', language 'en': 'query' is list"):
+        load_parallel_jsonl(path)
+    corpus = load_parallel_jsonl(path, strict=False)
+    assert corpus.groups == ["g1"] and corpus.report.issues[0].row == "line 2"

@@ -33,8 +33,9 @@ def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
-def _bad_fields(rec: Mapping[str, Any]) -> list[str]:
-    """What is wrong with the types of a record's fields (empty when nothing is)."""
+def record_problems(rec: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the types of a record's fields (empty when nothing is): ``group`` a string or an integer,
+    ``lang``, ``query``, ``passage`` (and ``source`` when given) strings. The record has every required field."""
     out = []
     group = rec["group"]
     if isinstance(group, bool) or not isinstance(group, (str, int, np.integer)):
@@ -134,7 +135,7 @@ class ParallelCorpus:
                 validator.problem(f"missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}", file=name, row=i)
                 continue
             group, src = rec["group"], rec.get("source")
-            bad = _bad_fields(rec)
+            bad = record_problems(rec)
             if bad:
                 validator.problem(
                     "; ".join(bad), file=name, row=i, group=group if isinstance(group, str) else None,

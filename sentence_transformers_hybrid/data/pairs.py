@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrow import dataset_table, string_column
-from .corpus import REQUIRED_FIELDS, ParallelCorpus
+from .corpus import REQUIRED_FIELDS, ParallelCorpus, record_problems
 from .files import open_maybe_gzip
 from .validation import DataValidationError, Issue, log_removed
 
@@ -39,10 +39,10 @@ def load_parallel_jsonl(path: str | Path, strict: bool = True) -> ParallelCorpus
     """Load a JSON Lines file with one record ``{"group", "lang", "query", "passage"[, "source"]}`` per line.
 
     A gzip-compressed file (``.jsonl.gz``, told by its first bytes) is read the same way. Malformed JSON, a line
-    that is not UTF-8, or a record without a required field raises :class:`DataValidationError` naming the file
-    and the 1-based line; with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like
-    empty texts, wrongly typed fields and duplicate (group, lang) rows (those name the 0-based record, i.e. the
-    data line without blank or skipped lines).
+    that is not UTF-8, a record without a required field or with a field of the wrong type (see
+    :meth:`ParallelCorpus.from_records`) raises :class:`DataValidationError` naming the file and the 1-based line;
+    with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like empty texts and duplicate
+    (group, lang) rows (those name the 0-based record, i.e. the data line without blank or skipped lines).
 
     Example::
 
@@ -61,10 +61,11 @@ def load_parallel_jsonl(path: str | Path, strict: bool = True) -> ParallelCorpus
     bad: list[Issue] = []
     file = str(path)
 
-    def problem(lineno: int, reason: str) -> None:
+    def problem(lineno: int, reason: str, group: str | None = None, language: str | None = None) -> None:
         if strict:
-            raise DataValidationError(f"file {file!r}, line {lineno}: {reason}")
-        bad.append(Issue(reason, file=file, row=f"line {lineno}"))
+            where = "".join(f", {k} {v!r}" for k, v in (("group", group), ("language", language)) if v is not None)
+            raise DataValidationError(f"file {file!r}, line {lineno}{where}: {reason}")
+        bad.append(Issue(reason, file=file, row=f"line {lineno}", group=group, language=language))
 
     with open_maybe_gzip(path) as f:
         for lineno, raw in _lines(f, file):
@@ -87,6 +88,12 @@ def load_parallel_jsonl(path: str | Path, strict: bool = True) -> ParallelCorpus
             missing = [k for k in REQUIRED_FIELDS if k not in rec]
             if missing:
                 problem(lineno, f"missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}")
+                continue
+            wrong = record_problems(rec)
+            if wrong:
+                group, lang = rec["group"], rec["lang"]
+                problem(lineno, "; ".join(wrong), group if isinstance(group, str) else None,
+                        lang if isinstance(lang, str) else None)
                 continue
             records.append(rec)
     corpus = ParallelCorpus.from_records(records, strict=strict, name=file)
