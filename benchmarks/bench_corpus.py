@@ -1,6 +1,7 @@
 """ParallelCorpus.from_dataset on 200k groups x 10 languages (target: well under 30 s on 2 cores).
 
-Baseline in the same run: building the same corpus row by row from Python records (``from_records`` over a list
+Also measured: the same on a shuffled and on a split dataset (read through their indices mapping, see
+``sentence_transformers_hybrid/data/arrow.py``). Baseline in the same run: building the same corpus row by row from Python records (``from_records`` over a list
 of dicts, the way most user code starts) — printed as a ratio.
 
     python benchmarks/bench_corpus.py [--groups 200000] [--languages 10]
@@ -38,6 +39,19 @@ def main() -> None:
     t_ds = time.perf_counter() - t
     assert len(corpus) == g and corpus.num_rows == rows
     print(f"from_dataset: {t_ds:.2f} s")
+
+    # through an indices mapping (shuffle, filter, select, train_test_split) datasets gathers the rows it shows
+    shuffled = ds.shuffle(seed=0)
+    t = time.perf_counter()
+    corpus = ParallelCorpus.from_dataset(shuffled)
+    t_sh = time.perf_counter() - t
+    assert corpus.queries[:3] == shuffled["query"][:3]
+    print(f"from_dataset on ds.shuffle(): {t_sh:.2f} s (reading through the indices mapping)")
+    held = ds.train_test_split(test_size=0.1, seed=0)["train"]
+    t = time.perf_counter()
+    corpus = ParallelCorpus.from_dataset(held)
+    print(f"from_dataset on train_test_split()['train'] ({len(held):,} rows): {time.perf_counter() - t:.2f} s")
+    assert corpus.num_rows == len(held)
 
     records = ds.to_list()
     t = time.perf_counter()

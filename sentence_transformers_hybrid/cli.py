@@ -13,6 +13,7 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +27,15 @@ def _write_config(path: Path, args: argparse.Namespace) -> None:
 
 
 def _load_benchmark(name: str, data_dir: str | None, languages: list[str] | None):
-    from .data import load_lareqa, load_squad_parallel
+    from .data.formats import load_benchmark
 
-    if name in ("xquad-r", "mlqa-r"):
-        return load_lareqa(name, data_dir=data_dir, languages=languages)
-    # "lang=path,lang=path" -> SQuAD-format files
-    files = dict(item.split("=", 1) for item in name.split(","))
-    return load_squad_parallel(files, name="squad")
+    return load_benchmark(name, data_dir=data_dir, languages=languages)
 
 
 def _load_corpus(spec: str, data_dir: str | None, languages: list[str] | None):
-    from .data import ParallelCorpus, load_lareqa, load_parallel_jsonl
+    from .data.formats import load_corpus
 
-    if spec in ("xquad-r", "mlqa-r"):
-        return load_lareqa(spec, data_dir=data_dir, languages=languages).to_parallel_corpus()
-    path = Path(spec)
-    if path.is_dir():
-        return ParallelCorpus.load_from_disk(path)
-    if path.suffix in (".jsonl", ".json"):
-        return load_parallel_jsonl(path)
-    raise SystemExit(f"--train-data {spec!r}: expected xquad-r, mlqa-r, a .jsonl file or a saved ParallelCorpus folder")
+    return load_corpus(spec, data_dir=data_dir, languages=languages)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -139,6 +129,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .experiment.runner import report_records
 
     out = Path(args.output_dir)
+    missing = [str(p) for p in (out / "config.json", out / "runs" / "pretrained.json") if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--output-dir {str(out)!r} is not a finished experiment folder: no {', '.join(missing)} "
+            f"(st-hybrid experiment --output-dir {str(out)!r} writes them)"
+        )
     cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
     stored = {k: v for k, v in cfg["preset"].items() if k in Preset.__dataclass_fields__}
     base = PRESETS[stored["name"]] if stored["name"] in PRESETS else Preset(**stored)  # a custom Preset object
@@ -180,7 +176,7 @@ def cmd_convert_e5(args: argparse.Namespace) -> int:
 
     if args.trim_to:
         if not args.q4_output:
-            raise SystemExit("--trim-to needs --q4-output FILE (the trimmed weight file to write)")
+            raise ValueError("--trim-to needs --q4-output FILE (the trimmed weight file to write)")
         texts = collect_texts(args.trim_to)
         path = trim_e5_weight_file(texts, args.q4_output, model_file=args.model_file)
         print(f"trimmed weight file: {path}")
@@ -194,8 +190,17 @@ def cmd_convert_e5(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="st-hybrid", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="INFO logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="INFO logging, and the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def add_command(*a, **kw):  # every command also takes -v after its name
+        sp = add_parser(*a, **kw)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="INFO logging, and the traceback of an error")
+        return sp
+
+    sub.add_parser = add_command  # type: ignore[method-assign]
 
     def data_args(sp):
         sp.add_argument("--data-dir", default=None, help="folder holding xquad-r/ and mlqa-r/ (default: $STH_DATA_DIR)")
@@ -219,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one model with HybridBatchSampler + MNRL")
     t.add_argument("--model", required=True, help="SentenceTransformer path or Hub id")
-    t.add_argument("--train-data", required=True, help="xquad-r | mlqa-r | file.jsonl | saved ParallelCorpus dir")
+    t.add_argument("--train-data", required=True,
+                   help="xquad-r | mlqa-r | file.jsonl[.gz] | SQuAD file.json (with --languages LANG) | saved ParallelCorpus dir")
     t.add_argument("--output-dir", required=True)
     t.add_argument("--mode", default="hybrid", choices=["mono", "cross", "mixed", "hybrid"])
     t.add_argument("--alpha", type=float, default=0.5)
@@ -297,11 +303,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_user_error(error: BaseException) -> bool:
+    """An error the package raises about its input (data, arguments, files, the machine), not a bug.
+
+    ``DataValidationError`` is a ``ValueError``; ``FileNotFoundError`` and ``PermissionError`` are ``OSError``.
+    """
+    if isinstance(error, (ValueError, OSError)):
+        return True
+    from .experiment.presets import CUDAUnavailableError
+
+    return isinstance(error, CUDAUnavailableError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``st-hybrid``; returns the exit status.
+
+    A bad input (data, argument, file, no CUDA for a GPU preset) prints ``st-hybrid: error: <message>`` on stderr
+    and returns 2; the traceback is printed too with ``-v``. Anything else (a bug) propagates with its traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

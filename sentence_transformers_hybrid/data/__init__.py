@@ -5,13 +5,17 @@
   ``parallel_questions``;
 * :mod:`.lareqa`: XQuAD-R / MLQA-R; :mod:`.squad`: raw SQuAD-format files (benchmark and training corpus);
 * :mod:`.pairs`: JSONL / Hugging Face parallel data, ``pairs_to_corpus``;
-* :mod:`.validation`: DataValidationError, ValidationReport.
+* :mod:`.validation`: DataValidationError, ValidationReport;
+* :mod:`.arrow`: ``dataset_table`` (a Dataset's rows as it shows them); :mod:`.files`: gzip-aware opening;
+* :mod:`.formats`: ``detect_format``, ``load_corpus``, ``load_benchmark`` (what a data argument names).
 """
 
 from __future__ import annotations
 
 from .benchmark import CANDIDATE_WITH_CONTEXT, LanguageSplit, RetrievalBenchmark, parallel_questions, subsample_benchmark
+from .arrow import dataset_table
 from .corpus import ParallelCorpus
+from .formats import detect_format, load_benchmark, load_corpus
 from .lareqa import LAREQA_LANGUAGES, load_lareqa
 from .pairs import load_parallel_dataset, load_parallel_jsonl, pairs_to_corpus
 from .squad import load_squad_parallel, split_sentences, squad_to_corpus
@@ -25,6 +29,10 @@ __all__ = [
     "ParallelCorpus",
     "RetrievalBenchmark",
     "ValidationReport",
+    "dataset_table",
+    "detect_format",
+    "load_benchmark",
+    "load_corpus",
     "load_lareqa",
     "load_parallel_dataset",
     "load_parallel_jsonl",

@@ -7,11 +7,15 @@ exists in. Questions are aligned across languages by their id (the *group*).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from .validation import DataValidationError, ValidationReport, Validator
@@ -24,9 +28,25 @@ if TYPE_CHECKING:  # pragma: no cover
 CANDIDATE_WITH_CONTEXT = "{sentence}\n{context}"
 
 
-@dataclass
+_ARRAYS = ("question_groups", "sentence_paragraph", "answer_sentence", "answer_counts")
+_LISTS = ("question_ids", "questions", "sentences", "paragraphs", "answers")
+
+
+def _frozen(values: Sequence[int] | np.ndarray) -> np.ndarray:
+    """An int64 copy that cannot be written to (the caller's array is left as it was)."""
+    arr = np.array(values, dtype=np.int64, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
 class LanguageSplit:
-    """One language of a :class:`RetrievalBenchmark`: its questions and its candidate pool."""
+    """One language of a :class:`RetrievalBenchmark`: its questions and its candidate pool.
+
+    Immutable: its fields cannot be reassigned and its arrays are read-only copies, so a benchmark derived from
+    another one (``select_languages``, :func:`subsample_benchmark`) can never change the original. Derive a
+    changed split with ``dataclasses.replace(split, field=...)``.
+    """
 
     language: str
     question_ids: list[str]
@@ -41,11 +61,12 @@ class LanguageSplit:
     file: str | None = None
 
     def __post_init__(self) -> None:
-        self.question_groups = np.asarray(self.question_groups, dtype=np.int64)
-        self.sentence_paragraph = np.asarray(self.sentence_paragraph, dtype=np.int64)
-        self.answer_sentence = np.asarray(self.answer_sentence, dtype=np.int64)
         if self.answer_counts is None:
-            self.answer_counts = np.ones(len(self.questions), dtype=np.int64)
+            object.__setattr__(self, "answer_counts", np.ones(len(self.questions), dtype=np.int64))
+        for name in _ARRAYS:
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        for name in _LISTS:  # own copies: the caller's lists stay the caller's
+            object.__setattr__(self, name, list(getattr(self, name)))
 
     @property
     def contexts(self) -> list[str]:
@@ -72,10 +93,14 @@ class RetrievalBenchmark:
     settings. Query ids (``"{lang}/{question_id}"``) and doc ids (``"{lang}/{sentence_index}"``) are unique across
     languages.
 
+    A benchmark never changes once built: it holds its own copies of the splits it is given (the caller's are
+    left as they were), ``splits`` is a read-only mapping of immutable :class:`LanguageSplit`, and every derived
+    benchmark (:meth:`select_languages`, :func:`subsample_benchmark`) is a new one.
+
     Example::
 
         >>> from sentence_transformers_hybrid import load_lareqa
-        >>> bench = load_lareqa("xquad-r", data_dir="../shared/data/lareqa", languages=["en", "de"])
+        >>> bench = load_lareqa("xquad-r", languages=["en", "de"])     # data from $STH_DATA_DIR
         >>> bench
         RetrievalBenchmark('xquad-r', languages=['de', 'en'], groups=1190)
         >>> corpus, queries, qrels = bench.beir("en")          # multilingual pool of en + de
@@ -89,39 +114,23 @@ class RetrievalBenchmark:
         name: str = "benchmark",
         report: ValidationReport | None = None,
     ) -> None:
-        if not isinstance(splits, dict):
+        if not isinstance(splits, Mapping):
             splits = {s.language: s for s in splits}
         if not splits:
             raise DataValidationError(f"{name}: no language")
+        mismatched = [(key, s.language) for key, s in splits.items() if key != s.language]
+        if mismatched:
+            raise DataValidationError(f"{name}: split(s) filed under another language (key, split.language): {mismatched}")
         self.name = name
         self.languages = sorted(splits)
-        self.splits = {lang: splits[lang] for lang in self.languages}
         self.report = report if report is not None else ValidationReport()
-        self.group_ids = self._align_groups()
+        self.group_ids, groups = _align_groups(name, [splits[lang] for lang in self.languages])
+        self._splits = {lang: dataclasses.replace(splits[lang], question_groups=g) for lang, g in zip(self.languages, groups)}
 
-    def _align_groups(self) -> list[str]:
-        """Assign group indices by question id and check that aligned questions agree (answer counts)."""
-        group_ids: list[str] = []
-        position: dict[str, int] = {}
-        counts: dict[str, tuple[str, int]] = {}
-        for lang in self.languages:
-            split = self.splits[lang]
-            groups = np.empty(len(split.question_ids), dtype=np.int64)
-            for i, qid in enumerate(split.question_ids):
-                if qid not in position:
-                    position[qid] = len(group_ids)
-                    group_ids.append(qid)
-                    counts[qid] = (lang, int(split.answer_counts[i]))
-                elif counts[qid][1] != int(split.answer_counts[i]):
-                    first_lang, n = counts[qid]
-                    raise DataValidationError(
-                        f"{self.name}: question id {qid!r} has {n} answer(s) in language {first_lang!r} "
-                        f"but {int(split.answer_counts[i])} in language {lang!r}"
-                        + (f" (file {split.file})" if split.file else "")
-                    )
-                groups[i] = position[qid]
-            split.question_groups = groups
-        return group_ids
+    @property
+    def splits(self) -> Mapping[str, LanguageSplit]:
+        """``{language: LanguageSplit}``, read-only."""
+        return MappingProxyType(self._splits)
 
     def __repr__(self) -> str:
         return f"RetrievalBenchmark({self.name!r}, languages={self.languages}, groups={len(self.group_ids)})"
@@ -229,9 +238,93 @@ class RetrievalBenchmark:
         return ParallelCorpus.from_records(records, name=self.name)
 
     def select_languages(self, languages: Sequence[str]) -> RetrievalBenchmark:
-        """The same benchmark restricted to ``languages``."""
+        """A new benchmark restricted to ``languages`` (this one is left as it is).
+
+        Group indices are assigned afresh over the kept languages; ``report`` is a copy of this one's.
+        """
+        if isinstance(languages, str):
+            languages = [languages]
         self._check_languages(list(languages))
-        return RetrievalBenchmark({lang: self.splits[lang] for lang in languages}, name=self.name, report=self.report)
+        if not languages:
+            raise ValueError(f"{self.name}: select_languages needs at least one language; it has {self.languages}")
+        return RetrievalBenchmark({lang: self.splits[lang] for lang in languages}, name=self.name,
+                                  report=ValidationReport(list(self.report.issues)))
+
+
+def _align_groups(name: str, splits: Sequence[LanguageSplit]) -> tuple[list[str], list[np.ndarray]]:
+    """Group ids (question ids in order of first appearance over ``splits``) and each split's group indices.
+
+    Aligned questions must agree on their number of answers; a mismatch raises naming the id and both languages.
+    Vectorised in Arrow.
+    """
+    sizes = [len(s.question_ids) for s in splits]
+    per_split = []
+    for s in splits:
+        try:
+            ids = pa.array(s.question_ids, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            kinds = sorted({type(q).__name__ for q in s.question_ids})
+            raise DataValidationError(
+                f"{name}: language {s.language!r}" + (f" (file {s.file})" if s.file else "")
+                + f": question ids must be strings, got {kinds}"
+            ) from None
+        if ids.null_count:
+            raise DataValidationError(
+                f"{name}: language {s.language!r}" + (f" (file {s.file})" if s.file else "")
+                + f": question {int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])} has no id (None)"
+            )
+        per_split.append(ids)
+    ids = pa.concat_arrays(per_split)
+    encoded = pc.dictionary_encode(ids)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    group_ids = encoded.dictionary.to_pylist()
+    counts = np.concatenate([np.asarray(s.answer_counts, dtype=np.int64) for s in splits])
+    lang_of = np.repeat(np.arange(len(splits)), sizes)
+    _, first = np.unique(codes, return_index=True)  # first occurrence of each group (codes are 0..groups-1)
+    bad = np.flatnonzero(counts != counts[first[codes]])
+    if len(bad):
+        i = int(bad[0])
+        f = int(first[codes[i]])
+        split = splits[lang_of[i]]
+        raise DataValidationError(
+            f"{name}: question id {group_ids[codes[i]]!r} has {int(counts[f])} answer(s) in language "
+            f"{splits[lang_of[f]].language!r} but {int(counts[i])} in language {split.language!r}"
+            + (f" (file {split.file})" if split.file else "")
+        )
+    return group_ids, np.split(codes, np.cumsum(sizes)[:-1])
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    text = repr(value)
+    return f"{names.get(type(value), type(value).__name__)} ({text[:40] + '...' if len(text) > 40 else text})"
+
+
+def paragraph_questions(par: dict, p_idx: int, file: str, language: str, validator: Validator) -> list:
+    """The ``qas`` list of a SQuAD paragraph; anything but a list is a problem (reported, no question kept)."""
+    qas = par.get("qas", [])
+    if qas is None:
+        return []
+    if not isinstance(qas, list):
+        validator.problem(f"'qas' is {_kind(qas)}, expected a list of questions", file=file,
+                          row=f"paragraph {p_idx}", language=language)
+        return []
+    return qas
+
+
+def question_problem(qa: object) -> str | None:
+    """What is wrong with the shape of one SQuAD question entry, or ``None`` when it has the expected shape
+    (an object whose ``answers``, when present, is a list of objects)."""
+    if not isinstance(qa, dict):
+        return f"the question is {_kind(qa)}, expected an object with 'id', 'question' and 'answers'"
+    answers = qa.get("answers")
+    if answers is not None and not isinstance(answers, list):
+        return f"'answers' is {_kind(answers)}, expected a list of objects"
+    for j, ans in enumerate(answers or []):
+        if not isinstance(ans, dict):
+            return f"answer {j} is {_kind(ans)}, expected an object with 'text' and 'answer_start'"
+    return None
 
 
 def build_split(
@@ -257,8 +350,16 @@ def build_split(
     seen: dict[str, int] = {}
     for p_idx, par in enumerate(paragraphs):
         context = par["context"]
-        sents = list(par["sentences"])
-        breaks = np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+        where_par = f"file {file!r}, language {language!r}, paragraph {p_idx}"
+        sents = par["sentences"]
+        if not isinstance(sents, list) or not all(isinstance(t, str) for t in sents):
+            raise DataValidationError(f"{where_par}: 'sentences' is {_kind(sents)}, expected a list of strings")
+        try:
+            breaks = np.asarray(par["sentence_breaks"], dtype=np.int64).reshape(-1, 2)
+        except (TypeError, ValueError):
+            raise DataValidationError(
+                f"{where_par}: 'sentence_breaks' is {_kind(par['sentence_breaks'])}, expected [[start, end], ...] integers"
+            ) from None
         if len(sents) != len(breaks) or not sents:
             raise DataValidationError(
                 f"file {file!r}, language {language!r}, paragraph {p_idx}: {len(sents)} sentences but "
@@ -269,9 +370,14 @@ def build_split(
         sentences.extend(sents)
         sentence_paragraph.extend([p_idx] * len(sents))
         ends = breaks[:, 1]
-        for qa in par.get("qas", []):
-            qid = str(qa.get("id", ""))
-            where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+        for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
+            shape = question_problem(qa)
+            if shape:
+                validator.problem(shape, file=file,
+                                  row=f"paragraph {p_idx}, question {q_idx}", language=language)
+                continue
+            qid = str(qa.get("id", "") or "")
+            where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
             question = qa.get("question")
             if not qid:
                 validator.problem("question without an id", **where)
@@ -279,7 +385,10 @@ def build_split(
             if qid in seen:
                 validator.problem(f"duplicate question id (also question #{seen[qid]} of this file)", **where)
                 continue
-            if not isinstance(question, str) or not question.strip():
+            if question is not None and not isinstance(question, str):
+                validator.problem(f"'question' is {_kind(question)}, expected a string", **where)
+                continue
+            if not question or not question.strip():
                 validator.problem("empty question", **where)
                 continue
             ans = qa.get("answers") or []
@@ -321,7 +430,12 @@ def build_split(
 
 def subsample_benchmark(bench: RetrievalBenchmark, max_questions: int) -> RetrievalBenchmark:
     """A smaller benchmark for quick checks: the first ``max_questions`` groups (question ids) in every language,
-    and as candidate pool every sentence of the paragraphs that hold their answers (all languages)."""
+    and as candidate pool every sentence of the paragraphs that hold their answers (all languages).
+
+    A new benchmark: ``bench`` is left as it is; the new one keeps a copy of ``bench.report``.
+    """
+    if isinstance(max_questions, bool) or not isinstance(max_questions, (int, np.integer)) or max_questions < 1:
+        raise ValueError(f"max_questions must be a positive integer, got {max_questions!r}")
     keep = np.zeros(len(bench.group_ids), dtype=bool)
     keep[:max_questions] = True
     splits = {}
@@ -346,7 +460,7 @@ def subsample_benchmark(bench: RetrievalBenchmark, max_questions: int) -> Retrie
             answers=[a for a, k in zip(s.answers, m) if k],
             file=s.file,
         )
-    return RetrievalBenchmark(splits, name=bench.name)
+    return RetrievalBenchmark(splits, name=bench.name, report=ValidationReport(list(bench.report.issues)))
 
 
 def parallel_questions(bench: RetrievalBenchmark, pivot: str = "en") -> dict[str, tuple[list[str], list[str]]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .._utils import cache_dir
 from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
+from .files import open_maybe_gzip
 from .validation import DataValidationError, Validator
 
 logger = logging.getLogger(__name__)
@@ -34,23 +35,40 @@ LICENSES = {"xquad-r": "CC BY-SA 4.0", "mlqa-r": "CC BY-NC 4.0"}
 
 
 def read_json(path: str | Path) -> dict:
-    """Read a JSON file; malformed or truncated JSON raises :class:`DataValidationError` naming file, line, column."""
+    """Read a JSON file (gzip read through). Malformed or truncated JSON, or text that is not UTF-8, raises
+    :class:`DataValidationError` naming the file, line and column."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        with open_maybe_gzip(path) as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataValidationError(f"file {str(path)!r} not found") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataValidationError(f"file {str(path)!r}: cannot be read ({e})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataValidationError(
+            f"file {str(path)!r}: not UTF-8 text at line {line}, column {column} (byte {raw[e.start]:#04x}); re-encode "
+            "the file as UTF-8"
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataValidationError(
             f"file {str(path)!r}: malformed or truncated JSON at line {e.lineno}, column {e.colno}: {e.msg}"
         ) from None
-    except UnicodeDecodeError as e:
-        raise DataValidationError(f"file {str(path)!r}: not UTF-8 text ({e})") from None
 
 
 def squad_paragraphs(data: dict, file: str) -> list[dict]:
     """The paragraphs of a SQuAD-layout document (``data`` -> articles -> ``paragraphs``), checked for shape."""
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise DataValidationError(f"file {file!r}: expected a SQuAD layout object with a 'data' list of articles")
+        got = f"an object with keys {sorted(data)[:8]}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise DataValidationError(
+            f"file {file!r}: expected a SQuAD layout object with a 'data' list of articles, got {got}"
+        )
     out = []
     for a, article in enumerate(data["data"]):
         pars = article.get("paragraphs") if isinstance(article, dict) else None
@@ -130,7 +148,7 @@ def load_lareqa(
 
     Example::
 
-        >>> bench = load_lareqa("mlqa-r", data_dir="../shared/data/lareqa")
+        >>> bench = load_lareqa("mlqa-r")          # data_dir=None: $STH_DATA_DIR, then the cache
         >>> bench.languages, len(bench.splits["en"].sentences)
         (['ar', 'de', 'en', 'es', 'hi', 'vi', 'zh'], 6264)
     """

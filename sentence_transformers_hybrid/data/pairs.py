@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .corpus import REQUIRED_FIELDS, ParallelCorpus
+from .arrow import dataset_table, string_column
+from .corpus import REQUIRED_FIELDS, ParallelCorpus, record_problems
+from .files import open_maybe_gzip
 from .validation import DataValidationError, Issue, log_removed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,45 +38,79 @@ logger = logging.getLogger(__name__)
 def load_parallel_jsonl(path: str | Path, strict: bool = True) -> ParallelCorpus:
     """Load a JSON Lines file with one record ``{"group", "lang", "query", "passage"[, "source"]}`` per line.
 
-    Malformed JSON or a record without a required field raises :class:`DataValidationError` naming the file and
-    the 1-based line; with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like empty
-    texts and duplicate (group, lang) rows (those name the 0-based record, i.e. the data line without blank lines).
+    A gzip-compressed file (``.jsonl.gz``, told by its first bytes) is read the same way. Malformed JSON, a line
+    that is not UTF-8, a record without a required field or with a field of the wrong type (see
+    :meth:`ParallelCorpus.from_records`) raises :class:`DataValidationError` naming the file and the 1-based line;
+    with ``strict=False`` such lines are skipped and reported in ``corpus.report``, like empty texts and duplicate
+    (group, lang) rows (those name the 0-based record, i.e. the data line without blank or skipped lines).
 
     Example::
 
-        >>> corpus = load_parallel_jsonl("train.jsonl")  # doctest: +SKIP
+        >>> import json, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "train.jsonl")
+        >>> with open(path, "w", encoding="utf-8") as f:
+        ...     for lang, q in [("en", "Who wrote Faust?"), ("de", "Wer schrieb Faust?")]:
+        ...         _ = f.write(json.dumps({"group": "q1", "lang": lang, "query": q, "passage": "Goethe."}) + "\\n")
+        >>> load_parallel_jsonl(path)
+        ParallelCorpus(groups=1, rows=2, languages=['de', 'en'], sources=['default'])
     """
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"file {str(path)!r} not found")
     records: list[dict[str, Any]] = []
-    bad: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    bad: list[Issue] = []
+    file = str(path)
+
+    def problem(lineno: int, reason: str, group: str | None = None, language: str | None = None) -> None:
+        if strict:
+            where = "".join(f", {k} {v!r}" for k, v in (("group", group), ("language", language)) if v is not None)
+            raise DataValidationError(f"file {file!r}, line {lineno}{where}: {reason}")
+        bad.append(Issue(reason, file=file, row=f"line {lineno}", group=group, language=language))
+
+    with open_maybe_gzip(path) as f:
+        for lineno, raw in _lines(f, file):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                problem(lineno, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); re-encode "
+                        "the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                msg = f"file {str(path)!r}, line {lineno}: malformed JSON ({e.msg} at column {e.colno})"
-                if strict:
-                    raise DataValidationError(msg) from None
-                bad.append(msg)
+                problem(lineno, f"malformed JSON ({e.msg} at column {e.colno})")
                 continue
-            missing = [k for k in REQUIRED_FIELDS if not isinstance(rec, dict) or k not in rec]
+            if not isinstance(rec, dict):
+                problem(lineno, f"a JSON {type(rec).__name__}, expected an object with fields {list(REQUIRED_FIELDS)}")
+                continue
+            missing = [k for k in REQUIRED_FIELDS if k not in rec]
             if missing:
-                msg = f"file {str(path)!r}, line {lineno}: missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}"
-                if strict:
-                    raise DataValidationError(msg)
-                bad.append(msg)
+                problem(lineno, f"missing field(s) {missing}; expected {list(REQUIRED_FIELDS)}")
+                continue
+            wrong = record_problems(rec)
+            if wrong:
+                group, lang = rec["group"], rec["lang"]
+                problem(lineno, "; ".join(wrong), group if isinstance(group, str) else None,
+                        lang if isinstance(lang, str) else None)
                 continue
             records.append(rec)
-    corpus = ParallelCorpus.from_records(records, strict=strict, name=str(path))
+    corpus = ParallelCorpus.from_records(records, strict=strict, name=file)
     if bad:
-        from .validation import Issue
-
-        corpus.report.issues.extend(Issue(m) for m in bad)
+        log_removed(f"load_parallel_jsonl({file!r})", bad, corpus.num_rows)
+        corpus.report.issues[:0] = bad
     return corpus
+
+
+def _lines(f: IO[bytes], file: str) -> Iterator[tuple[int, bytes]]:
+    """``(1-based line number, bytes)``; a corrupt or truncated gzip stream raises naming the file and line."""
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(f, start=1):
+            yield lineno, raw
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise DataValidationError(f"file {file!r}: corrupt or truncated gzip data after line {lineno} ({e})") from None
 
 
 def load_parallel_dataset(
@@ -90,7 +127,17 @@ def load_parallel_dataset(
 
     Example::
 
-        >>> corpus = load_parallel_dataset("my-org/my-parallel-qa", source_column="source")  # doctest: +SKIP
+        >>> corpus = load_parallel_dataset("my-org/my-parallel-qa", source_column="source")  # a Hub id: needs the Hub  # doctest: +SKIP
+
+    Local files go through the ``datasets`` builders (``"json"``, ``"csv"``, ``"parquet"``)::
+
+        >>> import json, os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> with open(os.path.join(folder, "train.jsonl"), "w", encoding="utf-8") as f:
+        ...     for lang in ("en", "de"):
+        ...         _ = f.write(json.dumps({"group": "q1", "lang": lang, "query": "?", "passage": "."}) + "\\n")
+        >>> load_parallel_dataset("json", data_files=os.path.join(folder, "train.jsonl"), cache_dir=folder)
+        ParallelCorpus(groups=1, rows=2, languages=['de', 'en'], sources=['default'])
     """
     from datasets import load_dataset
 
@@ -144,11 +191,13 @@ def pairs_to_corpus(
        ``"pair"`` only repeated (query, passage) pairs; ``False`` nothing.
 
     Args:
-        dataset: a ``datasets.Dataset`` or ``pyarrow.Table``.
+        dataset: a ``datasets.Dataset`` or ``pyarrow.Table``; exactly the rows it shows are read, in its order
+            (a filtered, selected, shuffled or split ``Dataset`` never brings its removed rows back).
         query_column, passage_column: the columns holding the query and its positive passage (strings).
         language: the language of the data.
         source: the ``source`` name of every group.
-        group_column: a column of unique ids to use as group ids; default ``"{source}-{row}"`` (row in ``dataset``).
+        group_column: a column of unique ids to use as group ids; default ``"{source}-{row}"`` (row in ``dataset``
+            as it shows its rows).
 
     Example::
 
@@ -159,11 +208,8 @@ def pairs_to_corpus(
         >>> corpus.groups, len(corpus.report)
         (['nq-0'], 2)
     """
-    table = dataset if isinstance(dataset, pa.Table) else dataset.data.table
     wanted = [query_column, passage_column] + ([group_column] if group_column else [])
-    missing = [c for c in wanted if c not in table.column_names]
-    if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}; it has {table.column_names}")
+    table = dataset_table(dataset, wanted, source)
     if dedup is True:
         dedup = "query"
     if dedup not in (False, "query", "pair"):
@@ -171,18 +217,10 @@ def pairs_to_corpus(
     min_q, min_p = _bounds(min_length, "min_length")
     max_q, max_p = _bounds(max_length, "max_length")
     n = table.num_rows
-    cols = {}
-    for col in (query_column, passage_column):
-        arr = table[col].combine_chunks()
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_null(arr.type)):
-            raise DataValidationError(
-                f"{source}: column {col!r} is {arr.type}, expected strings (map list or dict columns to one passage "
-                "per row first, e.g. dataset.map(lambda r: {'passage': r['passages']['passage_text'][0]}))"
-            )
-        cols[col] = pc.cast(arr, pa.large_string())
-    q, p = cols[query_column], cols[passage_column]
+    q = string_column(table, query_column, source, large=True)
+    p = string_column(table, passage_column, source, large=True)
     groups = (
-        pc.cast(table[group_column].combine_chunks(), pa.string())
+        string_column(table, group_column, source, integers=True)
         if group_column
         else pa.array(np.char.add(f"{source}-", np.arange(n).astype(str)).astype(object), pa.string())
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
+from .benchmark import LanguageSplit, RetrievalBenchmark, build_split, paragraph_questions, question_problem
 from .lareqa import read_json, squad_paragraphs
 from .corpus import ParallelCorpus
 from .validation import DataValidationError, Issue, ValidationReport, Validator, log_removed
@@ -75,7 +75,11 @@ def load_squad_parallel(
 
     Example::
 
-        >>> bench = load_squad_parallel({"en": "xquad.en.json", "de": "xquad.de.json"}, name="xquad")  # doctest: +SKIP
+        >>> import os
+        >>> xquad = os.path.join(os.environ["STH_DATA_DIR"], "xquad-r")   # LAReQA's files are SQuAD-format too
+        >>> bench = load_squad_parallel({"en": f"{xquad}/en.json", "de": f"{xquad}/de.json"}, name="xquad")
+        >>> bench.languages, len(bench.splits["en"].questions)
+        (['de', 'en'], 1190)
     """
     if not files:
         raise ValueError("load_squad_parallel needs at least one {language: path}")
@@ -124,9 +128,11 @@ def squad_to_corpus(
 
     Example::
 
-        >>> corpus = squad_to_corpus("train-v1.1.json", "en", name="squad")  # doctest: +SKIP
-        >>> corpus.sources, corpus.languages  # doctest: +SKIP
-        (['squad'], ['en'])
+        >>> import os
+        >>> path = os.path.join(os.environ["STH_DATA_DIR"], "xquad-r", "en.json")   # any SQuAD v1.1 / v2.0 file
+        >>> corpus = squad_to_corpus(path, "en", name="xquad-en")
+        >>> corpus.sources, corpus.languages, len(corpus)
+        (['xquad-en'], ['en'], 1190)
     """
     if passage not in ("context", "sentence"):
         raise ValueError(f"passage must be 'context' or 'sentence', got {passage!r}")
@@ -150,9 +156,14 @@ def squad_to_corpus(
             context = par["context"]
             spans: np.ndarray | None = None
             sentences: list[str] = []
-            for qa in par.get("qas", []) or []:
-                qid = str(qa.get("id", "")) if isinstance(qa, dict) else ""
-                where = {"file": file, "row": qid or f"paragraph {p_idx}", "language": language}
+            for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
+                shape = question_problem(qa)
+                if shape:
+                    validator.problem(shape, file=file,
+                                      row=f"paragraph {p_idx}, question {q_idx}", language=language)
+                    continue
+                qid = str(qa.get("id", "") or "")
+                where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
                 if not qid:
                     validator.problem("question without an id", **where)
                     continue

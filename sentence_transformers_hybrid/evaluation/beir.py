@@ -171,11 +171,18 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         query_chunk_size: queries scored against the whole corpus at a time.
 
     Example:
+        >>> from sentence_transformers_hybrid import load_lareqa
+        >>> from sentence_transformers_hybrid.testing import tiny_static_model
+        >>> corpus, queries, qrels = load_lareqa("xquad-r", languages=["de", "en"]).beir("de")   # $STH_DATA_DIR
+        >>> evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="xquad-r-de")
+        >>> model = tiny_static_model(list(queries.values()), dim=16)   # any SentenceTransformer
+        >>> sorted(evaluator(model))
+        ['xquad-r-de_ndcg@10', 'xquad-r-de_recall@100']
+
+    A BEIR folder on disk (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``) reads the same way::
+
         >>> from sentence_transformers_hybrid.beir_interop import load_beir_folder
-        >>> corpus, queries, qrels = load_beir_folder("miracl-sw", split="dev")        # doctest: +SKIP
-        >>> evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, name="miracl-sw")  # doctest: +SKIP
-        >>> evaluator(model)                                                             # doctest: +SKIP
-        {'miracl-sw_ndcg@10': 0.41..., 'miracl-sw_recall@100': 0.78...}
+        >>> corpus, queries, qrels = load_beir_folder("miracl-sw", split="dev")  # a downloaded BEIR folder  # doctest: +SKIP
     """
 
     def __init__(

@@ -72,15 +72,16 @@ class CKAEvaluator(SentenceEvaluator):
         truncate_dim: truncate embeddings to this many dimensions (``None``: the model's setting).
 
     Example:
-        >>> from sentence_transformers import SentenceTransformer   # doctest: +SKIP
-        >>> from sentence_transformers_hybrid import CKAEvaluator, load_lareqa   # doctest: +SKIP
-        >>> model = SentenceTransformer("intfloat/multilingual-e5-small")   # doctest: +SKIP
-        >>> bench = load_lareqa("xquad-r", languages=["ar", "de", "en"])   # doctest: +SKIP
-        >>> evaluator = CKAEvaluator.from_benchmark(bench, name="xquad-r", prompt="query: ")   # doctest: +SKIP
-        >>> results = evaluator(model)   # doctest: +SKIP
-        >>> sorted(results)   # doctest: +SKIP
+        >>> from sentence_transformers_hybrid import CKAEvaluator, load_lareqa
+        >>> from sentence_transformers_hybrid.testing import tiny_static_model
+        >>> bench = load_lareqa("xquad-r", languages=["ar", "de", "en"])   # data from $STH_DATA_DIR
+        >>> evaluator = CKAEvaluator.from_benchmark(bench, name="xquad-r", prompt="query: ", max_groups=200)
+        >>> # any SentenceTransformer, e.g. SentenceTransformer("intfloat/multilingual-e5-small"); here a tiny one
+        >>> model = tiny_static_model([q for s in bench.splits.values() for q in s.questions], dim=16)
+        >>> results = evaluator(model)
+        >>> sorted(results)
         ['xquad-r_cka_ar_de', 'xquad-r_cka_ar_en', 'xquad-r_cka_de_en', 'xquad-r_cka_mean']
-        >>> evaluator.primary_metric   # doctest: +SKIP
+        >>> evaluator.primary_metric
         'xquad-r_cka_mean'
     """
 
@@ -225,9 +226,10 @@ class CKAEvaluator(SentenceEvaluator):
         keyword arguments go to the constructor.
 
         Example:
-            >>> bench = load_lareqa("xquad-r", languages=["de", "en", "zh"])   # doctest: +SKIP
-            >>> ev = CKAEvaluator.from_benchmark(bench, max_groups=500, name="xquad-r")   # doctest: +SKIP
-            >>> len(ev.sentences["en"])   # doctest: +SKIP
+            >>> from sentence_transformers_hybrid import load_lareqa
+            >>> bench = load_lareqa("xquad-r", languages=["de", "en", "zh"])   # data from $STH_DATA_DIR
+            >>> ev = CKAEvaluator.from_benchmark(bench, max_groups=500, name="xquad-r")
+            >>> len(ev.sentences["en"])
             500
         """
         langs = sorted(languages) if languages is not None else list(bench.languages)
@@ -415,9 +417,12 @@ def layer_embeddings(
         One float32 ``[len(sentences), hidden]`` array per chosen layer, rows in input order.
 
     Example:
-        >>> embs = layer_embeddings(model, ["a question", "another one"])   # doctest: +SKIP
-        >>> len(embs) == model[0].auto_model.config.num_hidden_layers + 1   # doctest: +SKIP
-        True
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> model = tiny_transformer_model(tempfile.mkdtemp(), ["a question", "another one"])   # a 2-layer BERT
+        >>> embs = layer_embeddings(model, ["a question", "another one"])
+        >>> len(embs) == model[0].auto_model.config.num_hidden_layers + 1, embs[0].shape
+        (True, (2, 32))
     """
     import torch
     from tqdm.auto import tqdm
@@ -497,8 +502,15 @@ def cka_matrix(
     trained from the same base; row/column 0 is the embedding output. Plot with :func:`plot_cka_heatmap`.
 
     Example:
-        >>> m = cka_matrix(model_mono, model_hybrid, questions_en)   # doctest: +SKIP
-        >>> fig = plot_cka_heatmap(m, xlabel="hybrid layer", ylabel="mono layer")   # doctest: +SKIP
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> questions_en = ["Who wrote Faust?", "Where is Lima?", "What is CKA?", "Why is the sky blue?"]
+        >>> folder = tempfile.mkdtemp()   # two tiny 2-layer BERTs stand in for the mono and hybrid models
+        >>> model_mono, model_hybrid = (tiny_transformer_model(folder, questions_en, seed=s) for s in (0, 1))
+        >>> m = cka_matrix(model_mono, model_hybrid, questions_en)
+        >>> m.shape
+        (3, 3)
+        >>> fig = plot_cka_heatmap(m, xlabel="hybrid layer", ylabel="mono layer")
     """
     kw = dict(batch_size=batch_size, prompt=prompt, show_progress_bar=show_progress_bar)
     a = layer_embeddings(model_a, sentences, layers, **kw)
@@ -532,8 +544,13 @@ def layerwise_cka(
     so the curve shows where in the network the two languages align.
 
     Example:
-        >>> curve = layerwise_cka(model, questions["en"], questions["de"])   # doctest: +SKIP
-        >>> curve.shape == (model[0].auto_model.config.num_hidden_layers + 1,)   # doctest: +SKIP
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> questions = {"en": ["Who wrote Faust?", "Where is Lima?", "What is CKA?", "Why is the sky blue?"],
+        ...              "de": ["Wer schrieb Faust?", "Wo liegt Lima?", "Was ist CKA?", "Warum ist der Himmel blau?"]}
+        >>> model = tiny_transformer_model(tempfile.mkdtemp(), questions["en"] + questions["de"])   # a 2-layer BERT
+        >>> curve = layerwise_cka(model, questions["en"], questions["de"])
+        >>> curve.shape == (model[0].auto_model.config.num_hidden_layers + 1,)
         True
     """
     if len(sentences_a) != len(sentences_b):

@@ -114,16 +114,18 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         center_languages: score language-centered embeddings (the post-hoc control above).
 
     Example:
-        >>> from sentence_transformers import SentenceTransformer
         >>> from sentence_transformers_hybrid import load_lareqa
         >>> from sentence_transformers_hybrid.evaluation import MultilingualRetrievalEvaluator
-        >>> bench = load_lareqa("xquad-r", languages=["de", "en"])        # doctest: +SKIP
-        >>> evaluator = MultilingualRetrievalEvaluator(bench)               # doctest: +SKIP
-        >>> metrics = evaluator(SentenceTransformer("all-MiniLM-L6-v2"))    # doctest: +SKIP
-        >>> evaluator.primary_metric                                        # doctest: +SKIP
+        >>> from sentence_transformers_hybrid.testing import tiny_static_model
+        >>> bench = load_lareqa("xquad-r", languages=["de", "en"])          # data from $STH_DATA_DIR
+        >>> evaluator = MultilingualRetrievalEvaluator(bench)
+        >>> # any SentenceTransformer, e.g. SentenceTransformer("all-MiniLM-L6-v2"); here a tiny offline one
+        >>> model = tiny_static_model(bench.splits["de"].questions + bench.splits["en"].questions, dim=16)
+        >>> metrics = evaluator(model)
+        >>> evaluator.primary_metric
         'xquad-r_multi_map@20'
-        >>> evaluator.results[0]                                            # doctest: +SKIP
-        {'setting': 'mono', 'query_language': 'de', 'corpus_language': 'de', 'queries': 1190, ...}
+        >>> evaluator.results[0]
+        {'setting': 'multi', 'query_language': 'de', 'corpus_language': 'all', 'queries': 1190, 'candidates': 2456, ...}
     """
 
     def __init__(

@@ -15,7 +15,7 @@ every other language.
 Example::
 
     >>> from sentence_transformers_hybrid.experiment import run_experiment
-    >>> summary = run_experiment("smoke", data_dir="../shared/data/lareqa", output_dir="runs/smoke")  # doctest: +SKIP
+    >>> summary = run_experiment("smoke", output_dir="runs/smoke")  # trains 3 models, minutes on 2 cores (tests/test_experiment.py runs it)  # doctest: +SKIP
 """
 
 from ..data import parallel_questions, subsample_benchmark

@@ -23,7 +23,7 @@ def push_model(
 
     Example::
 
-        >>> print(push_model("runs/cpu/models/hybrid", "me/e5-small-hybrid"))  # doctest: +SKIP
+        >>> print(push_model("runs/cpu/models/hybrid", "me/e5-small-hybrid"))  # needs an experiment's trained model folder (tests/test_experiment.py::test_push_is_a_dry_run_by_default)  # doctest: +SKIP
         dry run: would upload 14 files (...) to me/e5-small-hybrid
     """
     model_dir = Path(model_dir)

@@ -9,9 +9,13 @@ from typing import Any
 
 from ..sampling.modes import EXPERIMENT_MODES
 
-__all__ = ["MODES", "PRESETS", "Preset", "RunSpec", "plan_runs", "resolve_preset"]
+__all__ = ["CUDAUnavailableError", "MODES", "PRESETS", "Preset", "RunSpec", "plan_runs", "resolve_preset"]
 
 MODES = EXPERIMENT_MODES
+
+
+class CUDAUnavailableError(RuntimeError):
+    """A preset that needs a CUDA GPU was asked for where none is visible (and no ``device`` was given)."""
 
 
 @dataclass
@@ -181,7 +185,7 @@ def resolve_preset(name: str | Preset, device: str | None = None, **overrides: A
         import torch
 
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise CUDAUnavailableError(
                 f"preset {preset.name!r} trains the full model and needs a CUDA GPU (none is visible). "
                 "Pass --device cpu to run it on the CPU anyway (hours per run), or use --preset cpu."
             )

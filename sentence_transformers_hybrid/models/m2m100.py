@@ -65,9 +65,18 @@ def m2m100_encoder(
 
     Example::
 
-        >>> model = m2m100_encoder("facebook/m2m100_418M", max_seq_length=128)  # doctest: +SKIP
-        >>> model.encode(["Who wrote Faust?", "Wer schrieb Faust?"]).shape  # doctest: +SKIP
+        >>> model = m2m100_encoder("facebook/m2m100_418M", max_seq_length=128)  # downloads 1.9 GB from the Hub  # doctest: +SKIP
+        >>> model.encode(["Who wrote Faust?", "Wer schrieb Faust?"]).shape  # needs the model above  # doctest: +SKIP
         (2, 1024)
+
+    The same with a tiny offline checkpoint (:func:`~sentence_transformers_hybrid.testing.build_tiny_m2m100`,
+    ``d_model=16``)::
+
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import build_tiny_m2m100
+        >>> model = m2m100_encoder(str(build_tiny_m2m100(tempfile.mkdtemp())), max_seq_length=32)
+        >>> model.encode(["Who wrote Faust?", "Wer schrieb Faust?"]).shape
+        (2, 16)
     """
     import torch
     from sentence_transformers import SentenceTransformer

@@ -61,8 +61,8 @@ class M2M100Translator:
 
     Example::
 
-        >>> translate = M2M100Translator("facebook/m2m100_418M")  # doctest: +SKIP
-        >>> translate(["Who wrote Faust?"], "en", "de")  # doctest: +SKIP
+        >>> translate = M2M100Translator("facebook/m2m100_418M")  # downloads 1.9 GB from the Hub  # doctest: +SKIP
+        >>> translate(["Who wrote Faust?"], "en", "de")  # needs the model above  # doctest: +SKIP
         ['Wer hat Faust geschrieben?']
     """
 

@@ -214,16 +214,13 @@ def translate_parallel(
 
 
 def _detect_format(path: str) -> str:
+    from ..data.formats import detect_format
+
     p = Path(path)
-    name = p.name.lower()
     if p.is_dir():
         return "disk"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return "jsonl"
-    if name.endswith(".json"):
-        return "squad"
-    if p.exists():
-        raise ValueError(f"input {path!r}: cannot tell its format from the name; pass input_format='jsonl'|'squad'|'hf'")
+    if p.is_file():
+        return detect_format(p)  # JSON Lines or SQuAD, told by name and first line
     return "hf"  # not a local path: a Hub data set id
 
 
@@ -338,7 +335,7 @@ def translate_file(
 
     Example::
 
-        >>> translate_file("train-v1.1.json", "train-6lang.jsonl", ["de", "es", "zh"], source_language="en")  # doctest: +SKIP
+        >>> translate_file("train-v1.1.json", "train-6lang.jsonl", ["de", "es", "zh"], source_language="en")  # downloads facebook/m2m100_418M from the Hub  # doctest: +SKIP
     """
     from .._utils import cache_dir as package_cache_dir
 
