@@ -198,8 +198,12 @@ def open_embedding_cache(
 
     Example::
 
-        >>> cache = open_embedding_cache(cache_dir() / "embeddings", encoder, model_path=path)   # doctest: +SKIP
-        >>> vectors = cache.encode(encoder, texts)                                              # doctest: +SKIP
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_static_model
+        >>> encoder = tiny_static_model(["the cat sat", "a dog ran"], dim=8)
+        >>> cache = open_embedding_cache(tempfile.mkdtemp(), encoder)
+        >>> cache.encode(encoder, ["the cat sat", "a dog ran"]).shape
+        (2, 8)
     """
     settings = embedding_cache_settings(model, model_path=model_path, prompts=prompts,
                                         normalize_embeddings=normalize_embeddings, dtype=dtype)

@@ -322,7 +322,7 @@ def trimmed_model(model_path: str | os.PathLike, texts: Sequence[str], cache_roo
 
         >>> import tempfile
         >>> from sentence_transformers_hybrid.models import convert_e5_small
-        >>> path = trimmed_model(convert_e5_small(), ["hello world"], cache_root=tempfile.mkdtemp())  # doctest: +SKIP
+        >>> path = trimmed_model(convert_e5_small(), ["hello world"], cache_root=tempfile.mkdtemp())  # converts e5 (~30 s)  # doctest: +SKIP
     """
     import hashlib
 
