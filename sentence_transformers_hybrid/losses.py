@@ -12,6 +12,7 @@ one batch padded to the longest text of the column.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,11 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     without a padded 2-D ``attention_mask``/``input_ids`` (a ``StaticEmbedding``'s flat token stream, flattened
     FA2 batches) are encoded whole, as by the stock loss.
 
+    With ``embed_once`` (default) the word pieces of all columns are looked up in one call and handed to the model
+    as ``inputs_embeds`` (for a ``Transformer`` module whose model takes them, on right-padded batches), so that
+    the word-embedding matrix gets one dense gradient per step rather than one per chunk: with a 67k-piece
+    vocabulary each is a 104 MB tensor to zero-fill and then add up, which the chunks would otherwise multiply.
+
     Each chunk is its own forward with gradients kept, so activations of the whole batch stay in memory (unlike
     :class:`~sentence_transformers.losses.CachedMultipleNegativesRankingLoss`); smaller chunks mean less padding
     but more, smaller matrix products. Wrapper losses that hand state between calls through the feature dicts
@@ -137,6 +143,8 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         model: the model being trained.
         chunk_size: rows per forward pass (>= 1); a chunk size of at least the batch size means one forward per
             column, at the column's own longest sequence, as in the stock loss.
+        embed_once: one word-embedding lookup per step for all columns and chunks (see above); ``False``: each
+            chunk's forward looks up its own tokens.
         **kwargs: the arguments of ``MultipleNegativesRankingLoss`` (``scale``, ``similarity_fct``, ``directions``,
             ``partition_mode``, ``gather_across_devices``, ``hardness_mode``, ``hardness_strength``).
 
@@ -174,25 +182,62 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         True
     """
 
-    def __init__(self, model: SentenceTransformer, chunk_size: int = 16, **kwargs: Any) -> None:
+    def __init__(self, model: SentenceTransformer, chunk_size: int = 16, *, embed_once: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
         self.chunk_size = chunk_size
+        self.embed_once = bool(embed_once)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
         if not features:
             raise ValueError("Expected at least 2 embeddings, got 0")
-        embeddings = [self.embed_length_sorted(features[0])]
         candidates = features[1:]
         merged = merge_feature_batches(candidates) if len(candidates) > 1 and merge_feature_batches else None
-        if merged is None:
-            embeddings += [self.embed_length_sorted(f) for f in candidates]
-        else:
-            pool = self.embed_length_sorted(merged)
+        columns = [features[0], *(candidates if merged is None else [merged])]
+        if self.embed_once:
+            columns = self._looked_up(columns)
+        embeddings = [self.embed_length_sorted(column) for column in columns]
+        if merged is not None:
+            pool = embeddings.pop()
             embeddings += list(pool.reshape(len(candidates), -1, *pool.shape[1:]).unbind(0))
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _looked_up(self, columns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The columns with ``input_ids`` replaced by ``inputs_embeds`` from one word-embedding lookup for all.
+
+        A lookup per chunk would give the word-embedding matrix one dense (vocabulary x hidden) gradient per chunk,
+        each zero-filled and then summed; one lookup gives one per step. Only where that is the same computation: a
+        ``Transformer`` module whose model takes ``inputs_embeds`` (its embeddings module then adds positions and
+        token types as it does for ``input_ids``) and right-padded batches (positions counted from the first
+        column, as models that derive them from ``input_ids`` do); otherwise the columns are returned unchanged.
+        """
+        try:
+            module = self.model[0]
+            lookup = module.auto_model.get_input_embeddings()
+            takes_embeds = "inputs_embeds" in inspect.signature(module.auto_model.forward).parameters
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+            return columns
+        if not isinstance(lookup, torch.nn.Module) or not takes_embeds:
+            return columns
+        for column in columns:
+            ids, mask = column.get("input_ids"), column.get("attention_mask")
+            if not (isinstance(ids, Tensor) and isinstance(mask, Tensor) and ids.ndim == 2 and mask.shape == ids.shape):
+                return columns
+            if "inputs_embeds" in column or "cu_seq_lens_q" in column:
+                return columns
+            active = mask.bool()
+            if not (active[:, 0].all() and (active[:, 1:] <= active[:, :-1]).all()):  # right padding only
+                return columns
+        flat = lookup(torch.cat([column["input_ids"].reshape(-1) for column in columns]))
+        out = []
+        for column, part in zip(columns, flat.split([column["input_ids"].numel() for column in columns])):
+            column = {key: value for key, value in column.items() if key != "input_ids"}
+            column["inputs_embeds"] = part.reshape(*column["attention_mask"].shape, -1)
+            out.append(column)
+        return out
 
     def embed_length_sorted(self, features: dict[str, Any]) -> Tensor:
         """``self.model(features)["sentence_embedding"]``, computed in length-sorted chunks of ``chunk_size`` rows."""
@@ -235,7 +280,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         return out
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "chunk_size": self.chunk_size}
+        return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once}
 
 
 __all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "LengthSortedMultipleNegativesRankingLoss", "hybrid_loss"]
