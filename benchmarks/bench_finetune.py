@@ -1,0 +1,581 @@
+"""Fine-tuning speed of multilingual-e5-small on this CPU: float32 padded vs bf16 vs the preset's path.
+
+All parts of one run train on the SAME batches, the protocol's own: ``HybridBatchSampler`` (mode hybrid, alpha 0.5,
+seed 0, batch 64) over the XQuAD-R 11-language (question, answer sentence) corpus, ``"query: "`` / ``"passage: "``
+prompts, ``max_seq_length`` 128, MNRL scale 20, AdamW lr 3e-5 wd 0.01, every parameter trained, grad-norm clipping
+at 1.0 (the trainer's default). One warm-up step, then ``--steps`` timed steps.
+
+* (a) baseline: a raw torch loop in float32, the stock MNRL on batches padded to their longest text, the model as
+  ``convert_e5_small()`` loads it (SDPA attention, 250k-piece vocabulary).
+* (b) the same raw loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+* (c) the preset's path: the stock ``SentenceTransformerTrainer`` + ``HybridBatchSampler`` +
+  ``hybrid_loss(model, chunk_size=...)`` (length-sorted chunks), ``bf16=True`` (checked to autocast), eager
+  attention, the vocabulary trimmed to the XQuAD-R + MLQA-R texts (cached).
+
+It prints the CPU and its bf16 flags, the load average with every result, pairs/s, the ratios (c)/(a) and (b)/(a),
+the float32 and bf16 matmul rates measured in the same run and the limit they imply for the real (unpadded) token
+counts. ``--explore`` adds raw bf16 loops on the trimmed model over chunk sizes and attention implementations, the
+per-step overheads outside the matrix products (optimizer, clipping, tokenization, trainer) and a torch.profiler
+breakdown of one bf16 step.
+
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6 --explore
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+LR, WD, SCALE, MAX_GRAD_NORM = 3e-5, 0.01, 20.0, 1.0
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def cpu_info() -> dict[str, str]:
+    info = {"name": platform.processor() or "?", "flags": ""}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and info["name"] in ("?", "x86_64", ""):
+                info["name"] = value.strip()
+            if key.strip() == "flags" and not info["flags"]:
+                info["flags"] = value.strip()
+            if key.strip() in ("cpu family", "model") and key.strip() not in info:
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    with contextlib.suppress(Exception):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                info["name"] = line.split(":", 1)[1].strip()
+    flags = set(info["flags"].split())
+    info["bf16 flags"] = " ".join(
+        f"{f}={'yes' if f in flags else 'no'}" for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    )
+    return info
+
+
+# ------------------------------------------------------------------------------------------------------------ matmul
+def matmul_rate(dtype: torch.dtype, m: int = 4096, k: int = 384, n: int = 1536, seconds: float = 1.5) -> float:
+    """GFLOP/s of an (m x k) @ (k x n) matmul in ``dtype`` (best of repeated timed blocks)."""
+    a = torch.randn(m, k).to(dtype)
+    b = torch.randn(k, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t) / 5)
+    return 2 * m * k * n / best / 1e9
+
+
+def matmul_rates() -> dict[str, float]:
+    """The rates of a layer's three training matmul shapes (forward, input grad, weight grad), averaged."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):  # wake the thread pool and the oneDNN kernels first
+        matmul_rate(dtype, seconds=0.5)
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        shapes = [(4096, 384, 1536), (4096, 1536, 384), (384, 4096, 1536)]
+        each = [matmul_rate(dtype, *s) for s in shapes]
+        rates[name] = each[0]
+        rates[name + " (fwd, dgrad, wgrad)"] = each
+        rates[name + " mean"] = len(each) / sum(1 / r for r in each)
+    return rates
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+def protocol_batches(data_dir: str | None, n: int, batch_size: int, seed: int):
+    """The first ``n`` hybrid batches (query texts, passage texts) the trainer draws for ``seed``."""
+    from sentence_transformers_hybrid import HybridBatchSampler, load_lareqa
+
+    corpus = load_lareqa("xquad-r", data_dir=data_dir).to_parallel_corpus(passage="sentence")
+    dataset = corpus.to_dataset()
+    sampler = HybridBatchSampler.configure(corpus, mode="hybrid", alpha=0.5)(
+        dataset, batch_size=batch_size, drop_last=False, seed=seed
+    )
+    batches = []
+    for indices in sampler:
+        rows = dataset[indices]
+        batches.append((list(rows["query"]), list(rows["passage"])))
+        if len(batches) == n:
+            break
+    return corpus, batches
+
+
+def model_paths(data_dir: str) -> tuple[str, str]:
+    """The converted e5-small and its vocabulary trimmed to the XQuAD-R + MLQA-R texts (both cached)."""
+    from sentence_transformers_hybrid.convert import collect_texts, convert_e5_small, e5_cache_dir, trim_vocabulary
+
+    full = convert_e5_small()
+    trimmed = e5_cache_dir() / f"{Path(full).name}-lareqa-trim"
+    if not (trimmed / "modules.json").is_file():
+        texts = collect_texts(data_dir)  # XQuAD-R + MLQA-R: questions, sentences, contexts
+        trim_vocabulary(full, texts, trimmed)
+    return full, str(trimmed)
+
+
+def load_model(path: str, attn: str, max_seq_length: int):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device="cpu", model_kwargs={"attn_implementation": attn})
+    got = model[0].auto_model.config._attn_implementation
+    if got != attn:
+        raise RuntimeError(f"asked for attn_implementation={attn!r}, the model uses {got!r}")
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def features_of(model, queries, passages):
+    return [model.preprocess(queries, prompt=PROMPTS["query"]), model.preprocess(passages, prompt=PROMPTS["passage"])]
+
+
+# ------------------------------------------------------------------------------------------------------------ FLOPs
+def layer_flops(lengths: list[int], hidden: int, ffn: int, layers: int) -> float:
+    """Training FLOPs (forward + 2x backward) of the encoder layers on sequences of these lengths."""
+    per_token = 2 * (4 * hidden * hidden + 2 * hidden * ffn)  # Q, K, V, O and the two FFN matrices
+    total = sum(per_token * n + 2 * 2 * n * n * hidden for n in lengths)  # + QK^T and AV
+    return 3.0 * layers * total
+
+
+def chunk_widths(lengths: list[int], chunk_size: int | None) -> list[int]:
+    """The width every row is computed at: the batch's longest (None) or its length-sorted chunk's longest."""
+    if chunk_size is None:
+        return [max(lengths)] * len(lengths)
+    ordered = sorted(lengths, reverse=True)
+    return [ordered[i - i % chunk_size] for i in range(len(ordered))]
+
+
+def token_stats(model, batches, chunk_sizes):
+    cfg = model[0].auto_model.config
+    dims = (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers)
+    stats = {"real": 0.0, "padded": 0.0, **{f"chunk{c}": 0.0 for c in chunk_sizes}}
+    tokens = {"query": [], "passage": [], "query padded": [], "passage padded": []}
+    for q, p in batches:
+        for side, f in zip(("query", "passage"), features_of(model, q, p)):
+            lengths = f["attention_mask"].sum(1).tolist()
+            tokens[side].append(statistics.mean(lengths))
+            tokens[side + " padded"].append(max(lengths))
+            stats["real"] += layer_flops(lengths, *dims)
+            stats["padded"] += layer_flops(chunk_widths(lengths, None), *dims)
+            for c in chunk_sizes:
+                stats[f"chunk{c}"] += layer_flops(chunk_widths(lengths, c), *dims)
+    n = len(batches)
+    return {k: v / n for k, v in stats.items()}, {k: statistics.mean(v) for k, v in tokens.items()}
+
+
+# ------------------------------------------------------------------------------------------------------------ loops
+def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, fused=False, profile=None,
+             embed_once=True, dropout=True):
+    """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps)."""
+    from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
+
+    torch.manual_seed(0)
+    model = load_model(path, attn, max_seq_length)
+    model.train()
+    if not dropout:  # hidden and attention dropout (both read nn.Dropout.p) off
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size)
+    if isinstance(loss_fn, LengthSortedMultipleNegativesRankingLoss):
+        loss_fn.embed_once = embed_once
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, fused=fused or None)
+    times = []
+    for i, (queries, passages) in enumerate(batches):
+        prof = profile if (profile is not None and i == len(batches) - 1) else contextlib.nullcontext()
+        t = time.perf_counter()
+        with prof:
+            features = features_of(model, queries, passages)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(features, None)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    del model, optimizer
+    return times
+
+
+def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, warmup, batch_size, seed,
+                 optim="adamw_torch_fused"):
+    """The stock trainer; returns (timed step seconds, details: autocast seen, same batches, setup seconds)."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    from sentence_transformers_hybrid import HybridBatchSampler
+    from sentence_transformers_hybrid.losses import hybrid_loss
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.marks.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(time.perf_counter())
+
+    torch.manual_seed(seed)
+    t_setup = time.perf_counter()
+    model = load_model(path, attn, max_seq_length)
+    steps = len(batches)
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=out, per_device_train_batch_size=batch_size, learning_rate=LR, weight_decay=WD,
+            warmup_steps=0.1, lr_scheduler_type="linear", max_steps=steps, seed=seed, bf16=True, use_cpu=True,
+            optim=optim, max_grad_norm=MAX_GRAD_NORM,
+            # nothing the run does not need: no checkpoints, no progress bar, one log line at the end, no workers
+            # (a worker process would take one of the two cores from the matrix products), no pinned memory
+            save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
+            dataloader_num_workers=0, dataloader_pin_memory=False, dataloader_drop_last=False,
+            batch_sampler=HybridBatchSampler.configure(corpus, mode="hybrid", alpha=0.5),
+            prompts=dict(PROMPTS),
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
+                                             loss=hybrid_loss(model, scale=SCALE, chunk_size=chunk_size))
+        clock = StepClock()
+        trainer.add_callback(clock)
+        seen, autocast = [], []
+        collate = trainer.data_collator.preprocess_fn
+
+        def spy(inputs, prompt=None, **kwargs):
+            seen.append(list(inputs))
+            return collate(inputs, prompt=prompt, **kwargs)
+
+        trainer.data_collator.preprocess_fn = spy
+        first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        hook = first_linear.register_forward_hook(
+            lambda m, i, o: autocast.append((torch.is_autocast_enabled("cpu"), o.dtype)) if len(autocast) < 1 else None
+        )
+        setup = time.perf_counter() - t_setup
+        trainer.train()
+        hook.remove()
+    marks = clock.marks
+    times = [b - a for a, b in zip(marks[:-1], marks[1:])][warmup:]
+    drawn = list(zip(seen[0::2], seen[1::2]))
+    details = {
+        "autocast": autocast[0] if autocast else None,
+        "same batches": drawn[: len(batches)] == [(q, p) for q, p in batches],
+        "setup s": setup,
+    }
+    del trainer, model
+    return times, details
+
+
+# ------------------------------------------------------------------------------------------------------------ extras
+def overheads(path, batches, max_seq_length):
+    """Seconds of the per-step work outside the encoder: tokenization, optimizer step, grad clipping, zeroing."""
+    from sentence_transformers.base.trainer import BaseTrainer  # noqa: F401  (import cost outside the timing)
+
+    model = load_model(path, "eager", max_seq_length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    out = {"params": sum(p.numel() for p in params)}
+    emb = model[0].auto_model.get_input_embeddings().weight
+    out["word embedding params"] = emb.numel()
+
+    def best(fn, n=5):
+        fn()
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return min(ts)
+
+    q, p = batches[0]
+    out["tokenize batch"] = best(lambda: features_of(model, q, p))
+    for name, kw in (("AdamW fused", {"fused": True}), ("AdamW foreach", {"foreach": True}),
+                     ("AdamW for-loop", {"foreach": False})):
+        opt = torch.optim.AdamW(params, lr=LR, weight_decay=WD, **kw)
+        out[f"step {name}"] = best(opt.step)
+        del opt
+    out["clip_grad_norm_"] = best(lambda: torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM))
+    out["zero-filled dense word-embedding grad"] = best(lambda: torch.zeros_like(emb))
+    return out
+
+
+def bf16_gradient_error(path, batch, *, attn, chunk_size, max_seq_length):
+    """Relative error of the bf16-autocast gradient (whole model) vs float32, padded stock loss vs chunked loss.
+
+    Under autocast every chunk's weight gradient is a bf16 tensor, and the chunks' gradients of the one cached bf16
+    copy of a weight are summed in bf16 before the cast back to float32; this measures what that costs (dropout off,
+    so that all runs see the same network).
+    """
+    from sentence_transformers_hybrid.losses import hybrid_loss
+
+    model = load_model(path, attn, max_seq_length).eval()
+    features = features_of(model, *batch)
+
+    def grads(bf16, chunk):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = hybrid_loss(model, scale=SCALE, chunk_size=chunk)(features, None)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]), loss.item()
+
+    ref, ref_loss = grads(False, None)
+    out = {}
+    for name, bf16, chunk in (("fp32 chunked", False, chunk_size), ("bf16 padded", True, None),
+                              ("bf16 chunked", True, chunk_size)):
+        g, value = grads(bf16, chunk)
+        out[name] = (float((g - ref).norm() / ref.norm()), abs(value - ref_loss))
+    return out
+
+
+def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18):
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    times = raw_loop(path, batches[:2], bf16=True, attn=attn, chunk_size=chunk_size, max_seq_length=max_seq_length,
+                     warmup=1, profile=prof)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    groups = {
+        "matmul (mm/addmm/bmm/linear)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"),
+        "flash attention (sdpa)": ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                                   "aten::_scaled_dot_product_flash_attention_for_cpu_backward"),
+        "softmax": ("aten::_softmax", "aten::_softmax_backward_data"),
+        "zero fill": ("aten::zero_", "aten::fill_", "aten::zeros"),
+        "casts / copies": ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"),
+        "gelu": ("aten::gelu", "aten::gelu_backward"),
+        "layer norm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
+        "dropout": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::mul"),
+        "grad norm": ("aten::linalg_vector_norm", "aten::_foreach_norm"),
+    }
+    shares = {g: sum(e.self_cpu_time_total for e in events if e.key in keys) / total for g, keys in groups.items()}
+    ranges = {  # inclusive times of the ranges the profiler names
+        "optimizer step": "Optimizer.step#AdamW.step",
+        "zero_grad": "Optimizer.zero_grad#AdamW.zero_grad",
+        "embedding backward (dense grads)": "autograd::engine::evaluate_function: EmbeddingBackward0",
+    }
+    for g, key in ranges.items():
+        shares[g + " (incl.)"] = sum(e.cpu_time_total for e in events if e.key == key) / total
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return times[-1], shares, [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in rows], total / 1e6
+
+
+# ------------------------------------------------------------------------------------------------------------ main
+# glibc returns every block above its mmap threshold (at most 32 MiB when adjusted dynamically) to the kernel on
+# free, so each step's fresh dense word-embedding gradient (67k x 384 float32 = 104 MB) page-faults in again; these
+# keep freed memory in the heap for reuse. They must be set before the process starts.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(16 << 30)}
+
+
+def run_child(argv: list[str], env: dict[str, str]) -> dict:
+    """Run this script again (``--parts c``) with ``env`` added; returns its JSON result."""
+    import json
+    import sys
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--result-json", f.name]
+        proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            if line.startswith("(c)"):
+                print("  child: " + line, flush=True)
+        if proc.returncode:
+            print(proc.stderr[-3000:])
+            raise RuntimeError(f"child benchmark failed ({proc.returncode}): {' '.join(cmd)}")
+        return json.loads(Path(f.name).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=16, help="chunk size of (c)")
+    parser.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention of (c)")
+    parser.add_argument("--data-dir", default=os.environ.get("STH_DATA_DIR"))
+    parser.add_argument("--parts", default="a,b,c", help="which of a, b, c to run")
+    parser.add_argument("--malloc", action="store_true",
+                        help=f"also run (c) in a child process with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
+    parser.add_argument("--explore", action="store_true", help="chunk sizes x attention, overheads, profiler")
+    parser.add_argument("--explore-chunks", default="8,16,32")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiler in --explore")
+    parser.add_argument("--result-json", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.data_dir:
+        parser.error("--data-dir or STH_DATA_DIR (the folder with xquad-r/ and mlqa-r/)")
+    parts = set(args.parts.split(","))
+
+    torch.set_num_threads(args.threads)
+    import sentence_transformers
+    import transformers
+
+    import sentence_transformers_hybrid
+
+    info = cpu_info()
+    malloc = {k: os.environ[k] for k in MALLOC_ENV if k in os.environ}
+    print(f"CPU: {info['name']} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}); "
+          f"{os.cpu_count()} logical CPUs; {info['bf16 flags']}")
+    print(f"torch {torch.__version__} (threads {torch.get_num_threads()}, mkldnn {torch.backends.mkldnn.is_available()}), "
+          f"transformers {transformers.__version__}, sentence-transformers {sentence_transformers.__version__}; "
+          f"package {sentence_transformers_hybrid.__file__}; allocator env {malloc or 'default'}")
+    print(f"start: {load()}", flush=True)
+
+    n = args.warmup + args.steps
+    full_path, trim_path = model_paths(args.data_dir)
+    corpus, batches = protocol_batches(args.data_dir, n, args.batch_size, args.seed)
+    chunks = sorted({args.chunk_size, *(int(c) for c in args.explore_chunks.split(",") if c)})
+    probe = load_model(trim_path, "eager", args.max_seq_length)
+    flops, tokens = token_stats(probe, batches[args.warmup:], chunks)
+    n_params = sum(p.numel() for p in probe.parameters())
+    n_emb = probe[0].auto_model.get_input_embeddings().weight.numel()
+    del probe
+    print(f"batches: {n} hybrid batches of {args.batch_size} (XQuAD-R, 11 languages, seed {args.seed}, "
+          f"{len(corpus.queries)} queries in the corpus), the first {args.warmup} a warm-up")
+    print("tokens per row with the prompts (timed batches): query {query:.1f} (batch padded to {query padded:.1f}), "
+          "passage {passage:.1f} (padded to {passage padded:.1f})".format(**tokens))
+    print(f"trimmed model: {n_params / 1e6:.1f}M parameters ({n_emb / 1e6:.1f}M word embeddings); {trim_path}")
+    print("encoder training GFLOP per step (3 x forward, layers only): real tokens {:.0f}, padded {:.0f}, {}".format(
+        flops["real"] / 1e9, flops["padded"] / 1e9,
+        ", ".join(f"chunks of {c} {flops[f'chunk{c}'] / 1e9:.0f}" for c in chunks)))
+
+    rates = matmul_rates()
+    print(f"matmul 4096x384 @ 384x1536: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s; "
+          f"the layer's 3 training shapes (fwd, dgrad, wgrad): fp32 "
+          f"{'/'.join(f'{r:.0f}' for r in rates['fp32 (fwd, dgrad, wgrad)'])}, bf16 "
+          f"{'/'.join(f'{r:.0f}' for r in rates['bf16 (fwd, dgrad, wgrad)'])} ({load()})", flush=True)
+
+    results = {}
+
+    def report(key, label, times, extra=""):
+        # the median step: one step slowed down by another process's burst does not move it
+        pairs = args.batch_size / statistics.median(times)
+        results[key] = pairs
+        useful = flops["real"] / 1e9 * pairs / args.batch_size
+        print(f"{label}: {pairs:.2f} pairs/s (median step {statistics.median(times):.2f} s; mean "
+              f"{args.batch_size * len(times) / sum(times):.2f} pairs/s; steps {' '.join(f'{t:.2f}' for t in times)}), "
+              f"{useful:.0f} useful GFLOP/s{extra} ({load()})", flush=True)
+
+    common = dict(max_seq_length=args.max_seq_length, warmup=args.warmup)
+    if "a" in parts:
+        report("a", "(a) raw loop fp32, padded, SDPA, full vocabulary [baseline]",
+               raw_loop(full_path, batches, bf16=False, attn="sdpa", chunk_size=None, **common))
+    if "b" in parts:
+        report("b", "(b) raw loop bf16 autocast, padded, SDPA, full vocabulary",
+               raw_loop(full_path, batches, bf16=True, attn="sdpa", chunk_size=None, **common))
+    c = args.chunk_size
+    if "c" in parts:
+        times, details = trainer_loop(trim_path, corpus, batches, attn=args.attn, chunk_size=c,
+                                      batch_size=args.batch_size, seed=args.seed, **common)
+        report("c", f"(c) SentenceTransformerTrainer bf16=True + HybridBatchSampler + chunked MNRL "
+                    f"(chunk {c}), {args.attn}, trimmed vocabulary", times,
+               f"; autocast on, first Linear output dtype: {details['autocast']}; same batches as (a)/(b): "
+               f"{details['same batches']}; setup (load + trainer init) {details['setup s']:.1f} s")
+    if args.result_json:
+        import json
+
+        Path(args.result_json).write_text(json.dumps(results))
+        return
+    if args.malloc and "c" in parts:
+        argv = ["--parts", "c", "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size",
+                str(args.batch_size), "--seed", str(args.seed), "--threads", str(args.threads), "--max-seq-length",
+                str(args.max_seq_length), "--chunk-size", str(c), "--attn", args.attn, "--data-dir", args.data_dir,
+                "--explore-chunks", args.explore_chunks]
+        results["c+malloc"] = run_child(argv, MALLOC_ENV)["c"]
+        print(f"(c) with the allocator env above: {results['c+malloc']:.2f} pairs/s ({load()})", flush=True)
+    if "a" in results:
+        print("ratios: " + ", ".join(f"({k})/(a) = {results[k] / results['a']:.2f}x"
+                                     for k in ("c", "c+malloc", "b") if k in results))
+    limit = args.batch_size / (flops["real"] / (rates["bf16 mean"] * 1e9))
+    print(f"bf16 matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic mean "
+          f"{rates['bf16 mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
+          + ", ".join(f"({k}) reaches {v / limit:.0%} of it" for k, v in results.items()))
+
+    if args.explore:
+        print("\n-- explore: raw loops on the trimmed model (same batches; torch.optim.AdamW defaults, i.e. its "
+              "for-loop implementation on CPU, unless fused)", flush=True)
+        report("trim-fp32-pad", "raw fp32, padded, sdpa, trimmed",
+               raw_loop(trim_path, batches, bf16=False, attn="sdpa", chunk_size=None, **common))
+        for attn in ("sdpa", "eager"):
+            report(f"trim-bf16-pad-{attn}", f"raw bf16, padded, {attn}, trimmed",
+                   raw_loop(trim_path, batches, bf16=True, attn=attn, chunk_size=None, **common))
+            for k in chunks:
+                report(f"trim-bf16-c{k}-{attn}", f"raw bf16, chunks of {k}, {attn}, trimmed",
+                       raw_loop(trim_path, batches, bf16=True, attn=attn, chunk_size=k, **common))
+        report("fused", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW (the trainer's default)",
+               raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, **common))
+        report("lookup-per-chunk", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW, embed_once=False",
+               raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, embed_once=False,
+                        **common))
+        report("no-dropout", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW, dropout off (NOT the "
+                             "protocol: what dropout costs)",
+               raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, dropout=False,
+                        **common))
+        torch.set_num_threads(1)
+        report("threads1", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW, 1 thread",
+               raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, **common))
+        torch.set_num_threads(args.threads)
+        if "c" in results:
+            gap = 1 / results["c"] - 1 / results["fused"]
+            print(f"trainer (c) vs the same raw loop: {gap * args.batch_size * 1e3:+.0f} ms/step")
+
+        print("\n-- explore: per-step work outside the encoder layers (best of 5)", flush=True)
+        for path, name in ((trim_path, "trimmed"), (full_path, "full vocabulary")):
+            o = overheads(path, batches, args.max_seq_length)
+            print(f"{name} ({o.pop('params') / 1e6:.1f}M params, {o.pop('word embedding params') / 1e6:.1f}M word "
+                  f"embeddings): " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in o.items()) + f" ({load()})")
+        x = torch.empty(16, 128, 384)
+        for th in (1, args.threads):
+            torch.set_num_threads(th)
+            t = time.perf_counter()
+            for _ in range(20):
+                x.bernoulli_(0.9)
+            bern = (time.perf_counter() - t) / 20
+            t = time.perf_counter()
+            for _ in range(20):
+                torch.rand_like(x)
+            rand = (time.perf_counter() - t) / 20
+            print(f"dropout's RNG, 16x128x384 float32, {th} thread(s): bernoulli_ {bern * 1e3:.2f} ms, "
+                  f"rand_like {rand * 1e3:.2f} ms")
+        torch.set_num_threads(args.threads)
+
+        err = bf16_gradient_error(trim_path, batches[args.warmup], attn=args.attn, chunk_size=c,
+                                  max_seq_length=args.max_seq_length)
+        print("gradient vs float32 padded (one batch, dropout off), relative L2 error / loss difference: "
+              + ", ".join(f"{k} {e:.2e} / {d:.1e}" for k, (e, d) in err.items()) + f" ({load()})", flush=True)
+
+        if not args.no_profile:
+            for attn in dict.fromkeys((args.attn, "sdpa")):
+                print(f"\n-- explore: torch.profiler, one bf16 step, chunks of {c}, {attn}, trimmed (raw loop, "
+                      "torch.optim.AdamW defaults)", flush=True)
+                step, shares, rows, total = profile_step(trim_path, batches, attn=attn, chunk_size=c,
+                                                         max_seq_length=args.max_seq_length)
+                print(f"[{attn}] step {step:.2f} s (profiled; self CPU total {total:.2f} s): "
+                      + ", ".join(f"{g} {s:.0%}" for g, s in shares.items() if s >= 0.005) + f" ({load()})")
+                for key, sec, count in rows:
+                    print(f"    {key:60s} {sec:7.3f} s  x{count}")
+    print(f"end: {load()}")
+
+
+if __name__ == "__main__":
+    main()
