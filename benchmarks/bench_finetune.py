@@ -161,7 +161,8 @@ def protocol_batches(data_dir: str | None, n: int, batch_size: int, seed: int):
 
 def model_paths(data_dir: str) -> tuple[str, str]:
     """The converted e5-small and its vocabulary trimmed to the XQuAD-R + MLQA-R texts (both cached)."""
-    from sentence_transformers_hybrid.convert import collect_texts, convert_e5_small, e5_cache_dir, trim_vocabulary
+    from sentence_transformers_hybrid.models.e5 import convert_e5_small, e5_cache_dir
+    from sentence_transformers_hybrid.models.trim import collect_texts, trim_vocabulary
 
     full = convert_e5_small()
     trimmed = e5_cache_dir() / f"{Path(full).name}-lareqa-trim"
