@@ -203,3 +203,9 @@ def test_bf16_encoding_gives_the_float32_metrics_within_rounding(tmp_path, data_
     for key in ("mono_map@20", "cross_map@20", "multi_map@20"):
         assert abs(fp32[key] - bf16[key]) < 0.02, (key, fp32[key], bf16[key])
     assert abs(fp32["cka"] - bf16["cka"]) < 0.02
+
+
+def test_presets_that_train_for_minutes_checkpoint_and_the_frozen_head_does_not():
+    assert PRESETS["finetune"].save_steps == 50 and PRESETS["gpu"].save_steps == 50
+    # the cpu preset's head trains in seconds on cached vectors, and its lookup input module cannot be saved
+    assert not PRESETS["cpu"].save_steps

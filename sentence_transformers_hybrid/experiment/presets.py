@@ -98,6 +98,7 @@ PRESETS: dict[str, Preset] = {
         learning_rate=1e-3,
         weight_decay=0.01,
         encode_dtype="auto",
+        save_steps=0,  # a head trains in seconds (and its lookup input cannot be saved): no checkpoints
     ),
     "gpu": Preset(
         name="gpu",
