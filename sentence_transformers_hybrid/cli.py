@@ -45,6 +45,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.seeds:
         overrides["seeds"] = tuple(args.seeds)
+    if args.modes:
+        overrides["modes"] = tuple(args.modes)
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     summary = run_experiment(
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--model", default=None, help="model directory to use instead of the preset's converted e5")
     e.add_argument("--seeds", nargs="+", type=int, default=None)
+    e.add_argument("--modes", nargs="+", choices=("mono", "cross", "hybrid"), default=None,
+                   help="the modes to train, in this order (default: the preset's, mono cross hybrid); like --seeds "
+                        "it picks runs, so a finished experiment can be extended or finished in another order")
     e.add_argument("--max-steps", type=int, default=None)
     e.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip finished runs / continue from the last checkpoint (default on); an output dir of "

@@ -104,3 +104,20 @@ def test_python_dash_m_exits_2_with_the_message():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("st-hybrid: error: unknown benchmark 'mlqa'")
     assert "Traceback" not in proc.stderr
+
+
+def test_experiment_modes_pick_and_order_the_runs(monkeypatch):
+    import sentence_transformers_hybrid.experiment as experiment
+
+    seen = {}
+
+    def fake_run(preset, **kwargs):
+        seen.update(kwargs)
+        return {"preset": preset}
+
+    monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    monkeypatch.setattr("sentence_transformers_hybrid.experiment.report.results_table", lambda summary: "")
+    assert main(["experiment", "--preset", "smoke", "--modes", "hybrid", "mono", "--output-dir", "x"]) == 0
+    assert seen["modes"] == ("hybrid", "mono")
+    plan = experiment.plan_runs(experiment.resolve_preset("smoke", modes=("hybrid", "mono")))
+    assert [r.mode for r in plan][:2] == ["hybrid", "mono"]
