@@ -245,3 +245,15 @@ def test_summarise_averages_the_centered_figures_over_seeds():
     assert summary["pretrained"]["centered"]["multi"]["map@20"] == 0.25
     assert summary["hybrid"]["multi"]["same_language@20"] == 0.5
     assert [c["id"] for c in summary["claims"]] == list(CLAIMS)
+
+
+def test_results_table_shows_no_sd_for_a_single_seed():
+    from sentence_transformers_hybrid.experiment.report import results_table
+
+    row = {"mono": {"map@20": 0.5, "map@20_sd": 0.0}, "cross": {"map@20": 0.4, "map@20_sd": 0.0},
+           "multi": {"map@20": 0.3, "map@20_sd": 0.0}, "rank_distance": 100.0, "rank_distance_sd": 0.0,
+           "cka": 0.7, "cka_sd": 0.0}
+    one = results_table({"hybrid": {**row, "n_seeds": 1, "alpha": 0.5}})
+    assert "| Hybrid (α=0.5) | 0.500 | 0.400 | 0.300 | 100.0 | 0.700 | 1 |" in one
+    three = results_table({"hybrid": {**row, "n_seeds": 3, "alpha": 0.5}})
+    assert "0.500 ± 0.000" in three

@@ -129,16 +129,20 @@ def results_table(summary: dict[str, Any], modes: Sequence[str] = ("mono", "cros
             f"| pretrained | {_fmt(p['mono'].get('map@20'))} | {_fmt(p['cross'].get('map@20'))} | "
             f"{_fmt(p['multi'].get('map@20'))} | {_fmt(p.get('rank_distance'), digits=1)} | {_fmt(p.get('cka'))} | – |"
         )
+
+    def sd(value: float | None) -> float | None:  # one seed: no sd to show (0.000 would read as measured)
+        return value if e.get("n_seeds", 0) > 1 else None
+
     for mode in modes:
         e = summary.get(mode)
         if not e:
             continue
         label = MODE_LABELS.get(mode, mode) + (f" (α={e['alpha']:g})" if "alpha" in e else "")
         lines.append(
-            f"| {label} | {_fmt(e['mono']['map@20'], e['mono']['map@20_sd'])} | "
-            f"{_fmt(e['cross']['map@20'], e['cross']['map@20_sd'])} | "
-            f"{_fmt(e['multi']['map@20'], e['multi']['map@20_sd'])} | "
-            f"{_fmt(e['rank_distance'], e['rank_distance_sd'], digits=1)} | {_fmt(e['cka'], e['cka_sd'])} | "
+            f"| {label} | {_fmt(e['mono']['map@20'], sd(e['mono']['map@20_sd']))} | "
+            f"{_fmt(e['cross']['map@20'], sd(e['cross']['map@20_sd']))} | "
+            f"{_fmt(e['multi']['map@20'], sd(e['multi']['map@20_sd']))} | "
+            f"{_fmt(e['rank_distance'], sd(e['rank_distance_sd']), digits=1)} | {_fmt(e['cka'], sd(e['cka_sd']))} | "
             f"{e['n_seeds']} |"
         )
     return "\n".join(lines)
