@@ -276,8 +276,12 @@ def test_gpu_and_cpu_preset_code_paths_with_a_tiny_transformer(tmp_path, data_di
         encode = json.loads((tmp_path / "out" / "config.json").read_text())["device_setup"]["encode"]
         again = evaluate_model(saved, bench, preset, name=bench.name, setup=DeviceSetup(**encode))  # same precision
         record = json.loads((tmp_path / "out" / "runs" / "hybrid-a0.5-s0.json").read_text())
-        for key in ("mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"):
+        # Cached vectors + head vs the composed model: the same numbers up to float rounding, which can swap two
+        # near-tied candidates. One swap moves a mAP by < 1e-3 but the mean rank distance by 1/180 of a rank here
+        # (seen on CI: 299.5444 vs 299.55), so rank distance gets a tolerance of a few swaps, not of 1e-3 ranks.
+        for key in ("mono_map@20", "cross_map@20", "multi_map@20"):
             assert again[key] == pytest.approx(record[key], abs=1e-3), key
+        assert again["rank_distance"] == pytest.approx(record["rank_distance"], abs=0.05)
 
 
 def test_subsampled_benchmark_keeps_the_answers_of_the_kept_questions(data_dir):
