@@ -128,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .experiment.report import summarise, write_report
 
     from ._utils import atomic_write_json
-    from .experiment.runner import report_records
+    from .experiment.runner import missing_runs, report_records
 
     out = Path(args.output_dir)
     missing = [str(p) for p in (out / "config.json", out / "runs" / "pretrained.json") if not p.is_file()]
@@ -141,9 +141,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     stored = {k: v for k, v in cfg["preset"].items() if k in Preset.__dataclass_fields__}
     base = PRESETS[stored["name"]] if stored["name"] in PRESETS else Preset(**stored)  # a custom Preset object
     preset = resolve_preset(base, device="cpu", **{k: v for k, v in stored.items() if k != "name"})
-    pretrained, runs = report_records(out, cfg)
+    pretrained, runs = report_records(out, cfg, partial=args.partial)
     summary = summarise(preset, pretrained, runs)
     summary["config"] = cfg
+    missing = missing_runs(out, cfg) if args.partial else []
+    if missing:  # the report says so at its top, and results.json carries which runs it lacks
+        summary["partial"] = {"finished": [r["run_id"] for r in runs], "missing": missing}
     atomic_write_json(out / "results.json", summary)
     for f in write_report(out, summary):
         print(f)
@@ -274,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="rebuild results.json, results.md and plots from an experiment's runs/")
     r.add_argument("--output-dir", required=True)
+    r.add_argument("--partial", action="store_true",
+                   help="report the runs finished so far (an experiment still running or interrupted); the report "
+                        "is headed PARTIAL and names the missing runs")
     r.set_defaults(func=cmd_report)
 
     pu = sub.add_parser("push", help="upload a trained model + card to the Hugging Face Hub (dry run by default)")

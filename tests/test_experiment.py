@@ -417,6 +417,29 @@ def test_seeds_added_to_a_finished_experiment_train_only_the_new_runs(tiny_run, 
     assert [r["run_id"] for r in json.loads((tiny_run / "results.json").read_text())["runs"]] == ["mono-s0"]
 
 
+def test_partial_report_names_the_missing_runs_and_the_whole_one_needs_them(tiny_run, capsys):
+    config = json.loads((tiny_run / "config.json").read_text())
+    config["runs"].append({"mode": "mono", "alpha": None, "seed": 1, "run_id": "mono-s1"})  # planned, not run yet
+    (tiny_run / "config.json").write_text(json.dumps(config))
+    assert main(["report", "--output-dir", str(tiny_run)]) == 2
+    assert "mono-s1.json: run 'mono-s1' of" in capsys.readouterr().err
+    assert main(["report", "--output-dir", str(tiny_run), "--partial"]) == 0
+    summary = json.loads((tiny_run / "results.json").read_text())
+    assert summary["partial"] == {"finished": ["mono-s0"], "missing": ["mono-s1"]}
+    md = (tiny_run / "results.md").read_text()
+    assert md.splitlines()[0] == "# Results: `tiny` preset — PARTIAL (1 of 2 runs)"
+    assert "Missing: mono-s1." in md
+    record = json.loads((tiny_run / "runs" / "mono-s0.json").read_text())
+    pairs = config["preset"]["max_steps"] * config["preset"]["batch_size"]
+    assert f"| mono-s0 | {record['train_seconds']:,.0f} s" in md and f"| {pairs / record['train_seconds']:.1f} |" in md
+    # the run finishes: the whole report has no partial note, and --partial on a whole experiment adds none
+    (tiny_run / "runs" / "mono-s1.json").write_text(json.dumps({**record, "seed": 1, "run_id": "mono-s1"}))
+    for args in ([], ["--partial"]):
+        assert main(["report", "--output-dir", str(tiny_run), *args]) == 0
+        assert "partial" not in json.loads((tiny_run / "results.json").read_text())
+        assert "PARTIAL" not in (tiny_run / "results.md").read_text()
+
+
 def test_a_run_record_of_another_configuration_is_refused(tiny_run, data_dir):
     from sentence_transformers_hybrid.experiment import ExperimentConfigError
 

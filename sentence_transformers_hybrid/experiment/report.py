@@ -130,13 +130,14 @@ def results_table(summary: dict[str, Any], modes: Sequence[str] = ("mono", "cros
             f"{_fmt(p['multi'].get('map@20'))} | {_fmt(p.get('rank_distance'), digits=1)} | {_fmt(p.get('cka'))} | – |"
         )
 
-    def sd(value: float | None) -> float | None:  # one seed: no sd to show (0.000 would read as measured)
-        return value if e.get("n_seeds", 0) > 1 else None
-
     for mode in modes:
         e = summary.get(mode)
         if not e:
             continue
+
+        def sd(value: float | None, n: int = e.get("n_seeds", 0)) -> float | None:
+            return value if n > 1 else None  # one seed: no sd to show (0.000 would read as measured)
+
         label = MODE_LABELS.get(mode, mode) + (f" (α={e['alpha']:g})" if "alpha" in e else "")
         lines.append(
             f"| {label} | {_fmt(e['mono']['map@20'], sd(e['mono']['map@20_sd']))} | "
@@ -159,6 +160,42 @@ def sweep_table(summary: dict[str, Any]) -> str:
             f"{_fmt(r['multi_map@20'])} | {_fmt(r['rank_distance'], digits=1)} | {_fmt(r.get('cka'))} |"
         )
     return "\n".join(lines)
+
+
+def runs_table(summary: Mapping[str, Any]) -> str:
+    """One row per training run: its wall time, throughput (pairs / s), the load average when it ended and the device.
+
+    The time is honest only on idle cores, hence the load average beside it (1 / 5 / 15 min; 2 cores here).
+    """
+    runs = [r for r in summary.get("runs", []) if r.get("train_seconds")]
+    if not runs:
+        return ""
+    preset = (summary.get("config") or {}).get("preset") or {}
+    pairs = (preset.get("max_steps") or 0) * (preset.get("batch_size") or 0)
+    lines = ["| Run | Train time | Pairs / s | Load average at end | Resumed from | Device |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        t = float(r["train_seconds"])
+        load = " / ".join(f"{x:.2f}" for x in r.get("load_average") or []) or "–"
+        rate = f"{pairs / t:.1f}" if pairs else "–"
+        lines.append(f"| {r['run_id']} | {t:,.0f} s ({t / 60:.1f} min) | {rate} | {load} | "
+                     f"{r.get('resumed_from') or '–'} | {r.get('device') or '–'} |")
+    return "\n".join(lines)
+
+
+def partial_note(summary: Mapping[str, Any]) -> str:
+    """The note that heads a partial report (``summary["partial"]``, from ``st-hybrid report --partial``); "" if whole."""
+    part = summary.get("partial") or {}
+    missing = list(part.get("missing") or [])
+    if not missing:
+        return ""
+    finished = list(part.get("finished") or [])
+    cmd = (summary.get("config") or {}).get("command") or "the same `st-hybrid experiment` command"
+    return (f"**Partial: {len(finished)} of the protocol's {len(finished) + len(missing)} training runs have "
+            f"finished** ({', '.join(finished) or 'none'}; the pretrained model is evaluated). Missing: "
+            f"{', '.join(missing)}. Rows with one seed show no sd, and a claim without both of its rows has no "
+            f"verdict yet. The rest continues with `{cmd}` (finished runs are kept in `runs/` and skipped; an "
+            f"interrupted run resumes from its last checkpoint); `st-hybrid report --output-dir <dir>` without "
+            f"`--partial` then rebuilds the whole report.")
 
 
 # ------------------------------------------------------------------------------ language bias, control, claims
@@ -631,7 +668,12 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> list[str]:
         p = fn(summary, out / name)
         if p:
             written.append(p)
-    md = [f"# Results: `{summary['preset']}` preset", "", summary.get("description", ""), "",
+    note = partial_note(summary)
+    part = summary.get("partial") or {}
+    title = f"# Results: `{summary['preset']}` preset"
+    if note:
+        title += f" — PARTIAL ({len(part.get('finished') or [])} of {len(part.get('finished') or []) + len(part['missing'])} runs)"
+    md = [title, "", *([note, ""] if note else []), summary.get("description", ""), "",
           "Mean ± sd over seeds. mAP@20 in the LAReQA protocol (macro-averaged over language pairs); rank distance "
           "= language bias in the multilingual pool (lower is better); CKA = debiased linear CKA between English "
           "questions and the same questions in each other language (mean over languages).", "",
@@ -660,6 +702,10 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> list[str]:
     sweep = sweep_table(summary)
     if sweep:
         md += ["## Alpha sweep", "", sweep, ""]
+    timing = runs_table(summary)
+    if timing:
+        md += ["## Training runs", "", "Wall time of each run's training (evaluation not included), with the load "
+               "average when it ended: a time is honest only when nothing else shared the cores.", "", timing, ""]
     cmd = (summary.get("config") or {}).get("command")
     if cmd:
         md += ["Command:", "", "```", cmd, "```", ""]

@@ -306,15 +306,21 @@ def run_experiment(
     return summary
 
 
-def report_records(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def report_records(
+    out: str | Path, config: dict[str, Any], partial: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """``(pretrained, runs)``: the records of the runs ``config`` plans, in its order, for rebuilding a report.
 
-    A planned run without its record, or a record of another configuration (``config_key``), raises naming the file;
-    records of runs the configuration no longer plans are left out (with a warning).
+    A planned run without its record raises naming the file, unless ``partial=True``: then the runs finished so far
+    are returned (:func:`missing_runs` names the others; the pretrained model's record is always needed). A record
+    of another configuration (``config_key``) raises naming the file; records of runs the configuration no longer
+    plans are left out (with a warning).
     """
     out = Path(out)
     key = config.get("config_key")
     planned = [r["run_id"] for r in config.get("runs", [])]
+    if partial:
+        planned = [name for name in planned if name not in missing_runs(out, config)]
 
     def load(name: str) -> dict[str, Any]:
         path = out / "runs" / f"{name}.json"
@@ -331,6 +337,11 @@ def report_records(out: str | Path, config: dict[str, Any]) -> tuple[dict[str, A
     if extra:
         logger.warning("%s: records of runs not planned by config.json left out of the report: %s", out / "runs", extra)
     return load("pretrained"), [load(name) for name in planned]
+
+
+def missing_runs(out: str | Path, config: dict[str, Any]) -> list[str]:
+    """The run ids ``config`` plans that have no record in ``out/runs`` yet, in plan order."""
+    return [r["run_id"] for r in config.get("runs", []) if not (Path(out) / "runs" / f"{r['run_id']}.json").is_file()]
 
 
 def _model_fingerprint(model_path: str | None) -> str | None:
