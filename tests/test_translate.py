@@ -385,6 +385,21 @@ def test_squad_to_corpus_bad_input_names_file_and_question(squad_file, tmp_path)
     assert sorted(squad_to_corpus(path, "en", passage="sentence", strict=False).groups) == ["q1", "q2"]
 
 
+@pytest.mark.parametrize("q, change, message", [
+    (0, {"question": 5}, r"row 'q1', language 'en': 'question' is a number \(5\), expected a string"),
+    (0, {"question": "  "}, r"row 'q1', language 'en': empty question"),
+    (0, {"id": ""}, r"row 'paragraph 0, question 0', language 'en': question without an id"),
+    (1, {"id": "q1"}, r"squad\.json', row 'q1', language 'en': duplicate question id \(also in '.*squad\.json'\)"),
+])
+def test_squad_to_corpus_shares_the_lareqa_loaders_question_checks(squad_file, q, change, message):
+    """The same checks (data.benchmark.checked_question) as the LAReQA loader, and a message naming file and row."""
+    bad = json.loads(json.dumps(SQUAD))
+    bad["data"][0]["paragraphs"][0]["qas"][q].update(change)
+    squad_file.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(DataValidationError, match=message):
+        squad_to_corpus(squad_file, "en")
+
+
 def test_squad_to_corpus_agrees_with_the_lareqa_loader_on_xquad_r(data_dir):
     from sentence_transformers_hybrid.data import load_lareqa
 

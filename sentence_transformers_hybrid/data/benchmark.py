@@ -327,6 +327,46 @@ def question_problem(qa: object) -> str | None:
     return None
 
 
+def checked_question(
+    qa: object, p_idx: int, q_idx: int, file: str, language: str, validator: Validator, seen: Mapping[str, str]
+) -> tuple[str, str, dict[str, str]] | None:
+    """``(id, question, where)`` of one SQuAD question entry, or ``None`` after reporting what is wrong with it.
+
+    The checks every SQuAD-format reader shares: the entry's shape (:func:`question_problem`), a non-empty id not in
+    ``seen`` (id -> where the first one was, for the message), and a non-empty question string. ``where`` names the
+    file, the row (the id, or paragraph and question index) and the language, for the reader's own later checks.
+
+    Example::
+
+        >>> from sentence_transformers_hybrid.data.validation import Validator
+        >>> v = Validator(strict=False)
+        >>> checked_question({"id": "q1", "question": "Who?"}, 0, 0, "en.json", "en", v, {})[:2]
+        ('q1', 'Who?')
+        >>> checked_question({"id": "q1", "question": "Who?"}, 0, 1, "en.json", "en", v, {"q1": "question #0"})
+        >>> print(v.report.issues[-1])
+        file 'en.json', row 'q1', language 'en': duplicate question id (also question #0)
+    """
+    shape = question_problem(qa)
+    if shape:
+        validator.problem(shape, file=file, row=f"paragraph {p_idx}, question {q_idx}", language=language)
+        return None
+    assert isinstance(qa, dict)
+    qid = str(qa.get("id", "") or "")
+    where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
+    question = qa.get("question")
+    if not qid:
+        validator.problem("question without an id", **where)
+    elif qid in seen:
+        validator.problem(f"duplicate question id (also {seen[qid]})", **where)
+    elif question is not None and not isinstance(question, str):
+        validator.problem(f"'question' is {_kind(question)}, expected a string", **where)
+    elif not question or not question.strip():
+        validator.problem("empty question", **where)
+    else:
+        return qid, question, where
+    return None
+
+
 def build_split(
     language: str,
     paragraphs: Sequence[dict],
@@ -347,7 +387,7 @@ def build_split(
     sentences: list[str] = []
     sentence_paragraph: list[int] = []
     paragraph_texts: list[str] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, str] = {}  # id -> "question #i of this file"
     for p_idx, par in enumerate(paragraphs):
         context = par["context"]
         where_par = f"file {file!r}, language {language!r}, paragraph {p_idx}"
@@ -371,26 +411,10 @@ def build_split(
         sentence_paragraph.extend([p_idx] * len(sents))
         ends = breaks[:, 1]
         for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
-            shape = question_problem(qa)
-            if shape:
-                validator.problem(shape, file=file,
-                                  row=f"paragraph {p_idx}, question {q_idx}", language=language)
+            checked = checked_question(qa, p_idx, q_idx, file, language, validator, seen)
+            if checked is None:
                 continue
-            qid = str(qa.get("id", "") or "")
-            where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
-            question = qa.get("question")
-            if not qid:
-                validator.problem("question without an id", **where)
-                continue
-            if qid in seen:
-                validator.problem(f"duplicate question id (also question #{seen[qid]} of this file)", **where)
-                continue
-            if question is not None and not isinstance(question, str):
-                validator.problem(f"'question' is {_kind(question)}, expected a string", **where)
-                continue
-            if not question or not question.strip():
-                validator.problem("empty question", **where)
-                continue
+            qid, question, where = checked
             ans = qa.get("answers") or []
             if not ans:
                 validator.problem("question without an answer", **where)
@@ -405,7 +429,7 @@ def build_split(
             if s >= len(sents):
                 validator.problem(f"answer_start {start} after the last sentence break {ends[-1]}", **where)
                 continue
-            seen[qid] = len(question_ids)
+            seen[qid] = f"question #{len(question_ids)} of this file"
             question_ids.append(qid)
             questions.append(question)
             answer_sentence.append(offset + s)

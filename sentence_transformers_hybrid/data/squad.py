@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .benchmark import LanguageSplit, RetrievalBenchmark, build_split, paragraph_questions, question_problem
+from .benchmark import LanguageSplit, RetrievalBenchmark, build_split, checked_question, paragraph_questions
 from .lareqa import read_json, squad_paragraphs
 from .corpus import ParallelCorpus
 from .validation import DataValidationError, Issue, ValidationReport, Validator, log_removed
@@ -157,23 +157,10 @@ def squad_to_corpus(
             spans: np.ndarray | None = None
             sentences: list[str] = []
             for q_idx, qa in enumerate(paragraph_questions(par, p_idx, file, language, validator)):
-                shape = question_problem(qa)
-                if shape:
-                    validator.problem(shape, file=file,
-                                      row=f"paragraph {p_idx}, question {q_idx}", language=language)
+                checked = checked_question(qa, p_idx, q_idx, file, language, validator, seen)
+                if checked is None:
                     continue
-                qid = str(qa.get("id", "") or "")
-                where = {"file": file, "row": qid or f"paragraph {p_idx}, question {q_idx}", "language": language}
-                if not qid:
-                    validator.problem("question without an id", **where)
-                    continue
-                if qid in seen:
-                    validator.problem(f"duplicate question id (also in {seen[qid]!r})", **where)
-                    continue
-                question = qa.get("question")
-                if not isinstance(question, str) or not question.strip():
-                    validator.problem("empty question", **where)
-                    continue
+                qid, question, where = checked
                 answers = qa.get("answers") or []
                 if qa.get("is_impossible") or not answers:
                     removed.issues.append(Issue("unanswerable question: no positive passage", **where))
@@ -191,7 +178,7 @@ def squad_to_corpus(
                         validator.problem(f"answer_start {start} after the last sentence", **where)
                         continue
                     text = sentences[s]
-                seen[qid] = file
+                seen[qid] = f"in {file!r}"
                 groups.append(qid)
                 queries.append(question)
                 passages.append(text)
