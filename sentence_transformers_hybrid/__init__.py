@@ -3,6 +3,22 @@
 The public API, nothing else: data types and loaders, the sampler and loss, the evaluators and metric kernels,
 CKA, translate-train, the offline encoder converter, and the experiment runner. Where each lives:
 ``docs/architecture.md``.
+
+Example: hybrid batches of a parallel corpus (one group = one question in every language). Each batch is X-X-mono
+(one language) or X-Y (query and passage in different languages), and the translations of a question never share
+a batch::
+
+    >>> from sentence_transformers_hybrid import ParallelCorpus, HybridBatchSampler
+    >>> records = [{"group": f"g{i}", "lang": lang, "query": f"q{i} {lang}", "passage": f"p{i} {lang}"}
+    ...            for i in range(8) for lang in ("de", "en", "fr")]
+    >>> corpus = ParallelCorpus.from_records(records)
+    >>> dataset = corpus.to_dataset()
+    >>> factory = HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid")
+    >>> for batch in factory(dataset, batch_size=4, drop_last=False, seed=0):  # a trainer takes factory + callback
+    ...     rows = dataset[list(batch)]
+    ...     print(list(zip(rows["query"], rows["passage"])))
+    [('q0 en', 'p0 fr'), ('q1 de', 'p1 en'), ('q2 fr', 'p2 de'), ('q3 en', 'p3 fr')]
+    [('q6 en', 'p6 en'), ('q7 en', 'p7 en'), ('q5 en', 'p5 en'), ('q4 en', 'p4 en')]
 """
 
 from __future__ import annotations

@@ -60,7 +60,21 @@ class ValidationReport:
 
 
 class Validator:
-    """Raises at the first problem (``strict=True``) or collects it into a report (``strict=False``)."""
+    """Raises at the first problem (``strict=True``) or collects it into a report (``strict=False``).
+
+    Example::
+
+        >>> from sentence_transformers_hybrid.data.validation import Validator
+        >>> Validator().problem("empty query", file="train.jsonl", row=7, language="de")
+        Traceback (most recent call last):
+        ...
+        sentence_transformers_hybrid.data.validation.DataValidationError: file 'train.jsonl', row 7, language 'de': empty query ...
+        >>> lenient = Validator(strict=False)
+        >>> lenient.problem("empty query", file="train.jsonl", row=7, language="de")
+        >>> print(lenient.report.summary())
+        skipped 1 bad row(s):
+          - file 'train.jsonl', row 7, language 'de': empty query
+    """
 
     def __init__(self, strict: bool = True, report: ValidationReport | None = None) -> None:
         self.strict = strict

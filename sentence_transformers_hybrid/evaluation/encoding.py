@@ -22,7 +22,18 @@ Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def cosine_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity ``[len(a) x len(b)]`` in float32, also inside a bf16 ``torch.autocast`` (embeddings may be
-    encoded in bf16; scores in bf16 would tie where float32 ranks, and change the metrics)."""
+    encoded in bf16; scores in bf16 would tie where float32 ranks, and change the metrics).
+
+    Example::
+
+        >>> import torch
+        >>> from sentence_transformers_hybrid.evaluation.encoding import cosine_scores
+        >>> q = torch.tensor([[1.0, 0.0], [1.0, 1.0]], dtype=torch.bfloat16)
+        >>> d = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+        >>> s = cosine_scores(q, d)
+        >>> s.dtype, [[round(x, 4) for x in row] for row in s.tolist()]
+        (torch.float32, [[1.0, 0.0], [0.7071, 0.7071]])
+    """
     with torch.autocast(a.device.type, enabled=False):
         a = torch.nn.functional.normalize(a.float(), dim=-1)
         b = torch.nn.functional.normalize(b.float(), dim=-1)

@@ -158,7 +158,15 @@ class RunSpec:
 
 
 def plan_runs(preset: Preset) -> list[RunSpec]:
-    """The runs of a preset, in order: every mode x seed, then the alpha sweep (hybrid) on ``sweep_seeds``."""
+    """The runs of a preset, in order: every mode x seed, then the alpha sweep (hybrid) on ``sweep_seeds``.
+
+    Example::
+
+        >>> from sentence_transformers_hybrid.experiment import PRESETS, plan_runs
+        >>> runs = [r.run_id for r in plan_runs(PRESETS["finetune"])]
+        >>> len(runs), runs[:3], runs[-2:]
+        (11, ['mono-s0', 'cross-s0', 'hybrid-a0.5-s0'], ['hybrid-a0.25-s0', 'hybrid-a0.75-s0'])
+    """
     runs = [
         RunSpec(mode, preset.alpha if mode == "hybrid" else None, seed) for seed in preset.seeds for mode in preset.modes
     ]

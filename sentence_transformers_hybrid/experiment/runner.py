@@ -340,7 +340,17 @@ def report_records(
 
 
 def missing_runs(out: str | Path, config: dict[str, Any]) -> list[str]:
-    """The run ids ``config`` plans that have no record in ``out/runs`` yet, in plan order."""
+    """The run ids ``config`` plans that have no record in ``out/runs`` yet, in plan order.
+
+    Example::
+
+        >>> from pathlib import Path
+        >>> from sentence_transformers_hybrid.experiment.runner import missing_runs
+        >>> (Path("exp") / "runs").mkdir(parents=True)
+        >>> _ = (Path("exp") / "runs" / "mono-s0.json").write_text("{}")
+        >>> missing_runs("exp", {"runs": [{"run_id": "mono-s0"}, {"run_id": "cross-s0"}, {"run_id": "hybrid-a0.5-s0"}]})
+        ['cross-s0', 'hybrid-a0.5-s0']
+    """
     return [r["run_id"] for r in config.get("runs", []) if not (Path(out) / "runs" / f"{r['run_id']}.json").is_file()]
 
 

@@ -28,6 +28,16 @@ class EpochPlan:
         batch_source: source index of each batch.
         step: the optimizer-step (global batch) index of each batch: ``batch // num_processes``.
         topped_up: number of examples re-drawn to fill a source's last global batch (several processes only).
+
+    Example (the sampler builds plans with :func:`plan_epoch`; this one is written by hand)::
+
+        >>> import numpy as np
+        >>> from sentence_transformers_hybrid.sampling.plan import EpochPlan
+        >>> plan = EpochPlan(pairs=np.array([4, 9, 13, 1, 7, 16]), bounds=np.array([0, 3, 6]),
+        ...                  batch_mode=np.array(["mono", "cross"]), batch_language=np.array([1, -1]),
+        ...                  batch_source=np.zeros(2, dtype=np.int64), step=np.arange(2))
+        >>> len(plan), plan.batch(1).tolist(), str(plan.batch_mode[1])
+        (2, [1, 7, 16], 'cross')
     """
 
     pairs: np.ndarray
