@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -64,22 +65,64 @@ def default_progress(show_progress_bar: bool | None, logger: logging.Logger | No
     return logger.getEffectiveLevel() <= logging.INFO
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename: readers see the old file or the new one,
-    never a truncated one (a crash leaves at most a stray ``*.tmp`` file beside it)."""
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[io.BufferedWriter]:
+    """A binary file to write ``path`` through: a temporary sibling, flushed, synced and renamed over ``path`` when
+    the block ends; on an error the temporary file is removed and ``path`` is left as it was. Readers see the old
+    file or the new one, never a truncated one (a crash leaves at most a stray ``*.tmp`` file beside it).
+
+    The file gets the permissions ``open(path, "w")`` would give it: an existing file keeps its mode, a new one gets
+    ``0o666`` less the umask (``tempfile.mkstemp`` alone would leave every result readable by its owner only).
+
+    Example::
+
+        >>> import os, stat, tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "weights.bin"
+        >>> with atomic_writer(p) as f:
+        ...     _ = f.write(b"0123")
+        >>> p.read_bytes(), oct(stat.S_IMODE(p.stat().st_mode)) == oct(0o666 & ~_umask())
+        (b'0123', True)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_writer`: the old file or the new one, never a truncated
+    one; the permissions ``open(path, "w")`` would give)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

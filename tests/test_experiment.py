@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
@@ -438,6 +439,26 @@ def test_partial_report_names_the_missing_runs_and_the_whole_one_needs_them(tiny
         assert main(["report", "--output-dir", str(tiny_run), *args]) == 0
         assert "partial" not in json.loads((tiny_run / "results.json").read_text())
         assert "PARTIAL" not in (tiny_run / "results.md").read_text()
+
+
+def test_results_get_the_permissions_open_would_give(tmp_path, data_dir):
+    """Records, reports and the config are written atomically (temporary file + rename), yet not owner-only:
+    a new file gets 0o666 less the umask, an existing one keeps its mode."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "exp"
+        run_experiment(_tiny_preset(), data_dir=data_dir, output_dir=out)
+        written = [out / "config.json", out / "results.json", out / "results.md", out / "runs.json",
+                   out / "runs" / "mono-s0.json", out / "runs" / "pretrained.json"]
+        assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {p.name: "0o644" for p in written}
+        (out / "results.md").chmod(0o600)  # the user made it private: a rebuilt report keeps that
+        assert main(["report", "--output-dir", str(out)]) == 0
+        assert stat.S_IMODE((out / "results.md").stat().st_mode) == 0o600
+        assert stat.S_IMODE((out / "results.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
 
 
 def test_a_run_record_of_another_configuration_is_refused(tiny_run, data_dir):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._utils import cache_dir
+from .._utils import atomic_write_bytes, cache_dir
 from .benchmark import LanguageSplit, RetrievalBenchmark, build_split
 from .files import open_maybe_gzip
 from .validation import DataValidationError, Validator
@@ -88,9 +87,7 @@ def _download(name: str, lang: str, target: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - fixed https URL
         payload = resp.read()
     json.loads(payload)  # never cache a truncated download
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-        tmp.write(payload)
-    os.replace(tmp.name, target)
+    atomic_write_bytes(target, payload)  # synced, renamed into place, the permissions open() would give
 
 
 def resolve_lareqa_dir(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:

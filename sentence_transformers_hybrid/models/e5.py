@@ -49,7 +49,7 @@ from typing import Literal
 
 import numpy as np
 
-from .._utils import atomic_write_json
+from .._utils import atomic_write_json, atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -319,19 +319,12 @@ def write_e5_weight_file(wf: E5WeightFile, path: Path) -> None:
                                                                   len(t.data))
         layout.append((pos, t.data))
         pos = _align(pos + len(t.data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(entries)
-            for off, data in layout:
-                f.write(b"\0" * (off - f.tell()))
-                f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        f.write(head)
+        f.write(entries)
+        for off, data in layout:
+            f.write(b"\0" * (off - f.tell()))
+            f.write(data)
 
 
 def _align(n: int, a: int = 32) -> int:
