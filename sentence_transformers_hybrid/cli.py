@@ -125,7 +125,8 @@ def cmd_cka(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiment import PRESETS, Preset, resolve_preset
-    from .experiment.report import summarise, write_report
+    from .experiment.devices import DeviceSetup
+    from .experiment.report import runs_json, summarise, write_report
 
     from ._utils import atomic_write_json
     from .experiment.runner import missing_runs, report_records
@@ -148,7 +149,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if missing:  # the report says so at its top, and results.json carries which runs it lacks
         summary["partial"] = {"finished": [r["run_id"] for r in runs], "missing": missing}
     atomic_write_json(out / "results.json", summary)
-    for f in write_report(out, summary):
+    setup = (cfg.get("device_setup") or {}).get("train")
+    device = DeviceSetup(**setup).describe() if setup else next((r["device"] for r in runs if r.get("device")), None)
+    atomic_write_json(out / "runs.json", runs_json(summary, device=device or "unknown"))
+    for f in [str(out / "results.json"), str(out / "runs.json"), *write_report(out, summary)]:
         print(f)
     return 0
 
@@ -275,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(c)
     c.set_defaults(func=cmd_cka)
 
-    r = sub.add_parser("report", help="rebuild results.json, results.md and plots from an experiment's runs/")
+    r = sub.add_parser("report", help="rebuild results.json, runs.json, results.md and plots from an experiment's runs/")
     r.add_argument("--output-dir", required=True)
     r.add_argument("--partial", action="store_true",
                    help="report the runs finished so far (an experiment still running or interrupted); the report "

@@ -427,6 +427,9 @@ def test_partial_report_names_the_missing_runs_and_the_whole_one_needs_them(tiny
     assert main(["report", "--output-dir", str(tiny_run), "--partial"]) == 0
     summary = json.loads((tiny_run / "results.json").read_text())
     assert summary["partial"] == {"finished": ["mono-s0"], "missing": ["mono-s1"]}
+    runs = json.loads((tiny_run / "runs.json").read_text())
+    assert runs["partial"] == summary["partial"] and [r["seed"] for r in runs["runs"]] == [0]
+    assert runs["device"].startswith("cpu") and runs["config"]["runs"][-1]["run_id"] == "mono-s1"
     md = (tiny_run / "results.md").read_text()
     assert md.splitlines()[0] == "# Results: `tiny` preset — PARTIAL (1 of 2 runs)"
     assert "Missing: mono-s1." in md
@@ -438,6 +441,8 @@ def test_partial_report_names_the_missing_runs_and_the_whole_one_needs_them(tiny
     for args in ([], ["--partial"]):
         assert main(["report", "--output-dir", str(tiny_run), *args]) == 0
         assert "partial" not in json.loads((tiny_run / "results.json").read_text())
+        assert "partial" not in json.loads((tiny_run / "runs.json").read_text())
+        assert [r["seed"] for r in json.loads((tiny_run / "runs.json").read_text())["runs"]] == [0, 1]
         assert "PARTIAL" not in (tiny_run / "results.md").read_text()
 
 

@@ -515,13 +515,16 @@ def runs_json(summary: dict[str, Any], device: str, command: str | None = None) 
     flat_pretrained = {f"{s}_map@20": pretrained.get(s, {}).get("map@20") for s in SETTINGS}
     flat_pretrained.update(rank_distance=pretrained.get("rank_distance"), cka_by_layer=pretrained.get("cka_by_layer"))
     config = summary.get("config") or {}
-    return {
+    record = {
         "device": device,
         "command": command if command is not None else config.get("command"),
         "config": config,
         "pretrained": flat_pretrained,
         "runs": [{k: r.get(k) for k in RUN_KEYS} for r in summary.get("runs", [])],
     }
+    if summary.get("partial"):  # st-hybrid report --partial: which planned runs have not finished
+        record["partial"] = summary["partial"]
+    return record
 
 
 # ------------------------------------------------------------------------------------------- plots
