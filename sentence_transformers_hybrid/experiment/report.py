@@ -171,11 +171,13 @@ def runs_table(summary: Mapping[str, Any]) -> str:
     if not runs:
         return ""
     preset = (summary.get("config") or {}).get("preset") or {}
-    pairs = (preset.get("max_steps") or 0) * (preset.get("batch_size") or 0)
     lines = ["| Run | Train time | Pairs / s | Load average at end | Resumed from | Device |", "|---|---|---|---|---|---|"]
     for r in runs:
         t = float(r["train_seconds"])
         load = " / ".join(f"{x:.2f}" for x in r.get("load_average") or []) or "–"
+        # pairs per step = the global batch the run's sampler recorded (every process's batch), as the progress bar
+        batch = (r.get("sampler") or {}).get("global_batch_size") or preset.get("batch_size") or 0
+        pairs = (preset.get("max_steps") or 0) * batch
         rate = f"{pairs / t:.1f}" if pairs else "–"
         lines.append(f"| {r['run_id']} | {t:,.0f} s ({t / 60:.1f} min) | {rate} | {load} | "
                      f"{r.get('resumed_from') or '–'} | {r.get('device') or '–'} |")
@@ -672,10 +674,10 @@ def write_report(out: str | Path, summary: dict[str, Any]) -> list[str]:
         if p:
             written.append(p)
     note = partial_note(summary)
-    part = summary.get("partial") or {}
     title = f"# Results: `{summary['preset']}` preset"
     if note:
-        title += f" — PARTIAL ({len(part.get('finished') or [])} of {len(part.get('finished') or []) + len(part['missing'])} runs)"
+        done, missing = len(summary["partial"]["finished"]), len(summary["partial"]["missing"])
+        title += f" — PARTIAL ({done} of {done + missing} runs)"
     md = [title, "", *([note, ""] if note else []), summary.get("description", ""), "",
           "Mean ± sd over seeds. mAP@20 in the LAReQA protocol (macro-averaged over language pairs); rank distance "
           "= language bias in the multilingual pool (lower is better); CKA = debiased linear CKA between English "

@@ -320,7 +320,8 @@ def report_records(
     key = config.get("config_key")
     planned = [r["run_id"] for r in config.get("runs", [])]
     if partial:
-        planned = [name for name in planned if name not in missing_runs(out, config)]
+        missing = set(missing_runs(out, config))  # one scan of runs/, not one per planned run
+        planned = [name for name in planned if name not in missing]
 
     def load(name: str) -> dict[str, Any]:
         path = out / "runs" / f"{name}.json"
