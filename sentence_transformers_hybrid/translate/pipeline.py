@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from .._utils import default_progress
+from .._utils import atomic_writer, default_progress
 from ..data.corpus import ParallelCorpus
 from .cache import TranslationCache, Translator, text_key, translator_identity
 from .m2m100 import M2M100Translator
@@ -278,12 +277,9 @@ def write_output(corpus: ParallelCorpus, output: str | Path) -> None:
     """Write ``corpus`` as JSON Lines (``*.jsonl``) or as a ``save_to_disk`` folder (anything else)."""
     output = Path(output)
     if output.name.lower().endswith(".jsonl"):
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_writer(output) as f:  # synced, renamed into place; no stray temporary file on an error
             for rec in corpus.to_records():
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, output)
+                f.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
     else:
         corpus.save_to_disk(output)
 
