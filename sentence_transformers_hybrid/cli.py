@@ -126,10 +126,8 @@ def cmd_cka(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .experiment import PRESETS, Preset, resolve_preset
     from .experiment.devices import DeviceSetup
-    from .experiment.report import runs_json, summarise, write_report
-
-    from ._utils import atomic_write_json
-    from .experiment.runner import missing_runs, report_records
+    from .experiment.report import summarise, write_outputs
+    from .experiment.runner import report_records
 
     out = Path(args.output_dir)
     missing = [str(p) for p in (out / "config.json", out / "runs" / "pretrained.json") if not p.is_file()]
@@ -145,14 +143,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     pretrained, runs = report_records(out, cfg, partial=args.partial)
     summary = summarise(preset, pretrained, runs)
     summary["config"] = cfg
-    missing = missing_runs(out, cfg) if args.partial else []
+    finished = [r["run_id"] for r in runs]
+    missing = [r["run_id"] for r in cfg.get("runs", []) if r["run_id"] not in finished]  # what report_records left out
     if missing:  # the report says so at its top, and results.json carries which runs it lacks
-        summary["partial"] = {"finished": [r["run_id"] for r in runs], "missing": missing}
-    atomic_write_json(out / "results.json", summary)
+        summary["partial"] = {"finished": finished, "missing": missing}
     setup = (cfg.get("device_setup") or {}).get("train")
     device = DeviceSetup(**setup).describe() if setup else next((r["device"] for r in runs if r.get("device")), None)
-    atomic_write_json(out / "runs.json", runs_json(summary, device=device or "unknown"))
-    for f in [str(out / "results.json"), str(out / "runs.json"), *write_report(out, summary)]:
+    for f in write_outputs(out, summary, device=device or "unknown"):
         print(f)
     return 0
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._utils import atomic_write_text
+from .._utils import atomic_write_json, atomic_write_text
 from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..metrics.retrieval import LAREQA_METRICS
 from ..sampling.modes import MODES, PAPER_NAMES
@@ -528,6 +528,15 @@ def runs_json(summary: dict[str, Any], device: str, command: str | None = None) 
         record["partial"] = summary["partial"]
     return record
 
+
+def write_outputs(out: str | Path, summary: dict[str, Any], device: str, command: str | None = None) -> list[str]:
+    """Write an experiment's outputs from its ``summary``: ``results.json``, ``runs.json`` (:func:`runs_json`) and
+    the report with its plots (:func:`write_report`); returns the paths written. Shared by ``st-hybrid experiment``
+    and ``st-hybrid report``, so both write the same files."""
+    out = Path(out)
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_json(out / "runs.json", runs_json(summary, device=device, command=command))
+    return [str(out / "results.json"), str(out / "runs.json"), *write_report(out, summary)]
 
 # ------------------------------------------------------------------------------------------- plots
 def _plt():

@@ -300,9 +300,7 @@ def run_experiment(
         (out / "checkpoints").rmdir()
     summary = report.summarise(preset, pretrained, results)
     summary["config"] = config
-    atomic_write_json(out / "results.json", summary)
-    atomic_write_json(out / "runs.json", report.runs_json(summary, device=train_setup.describe(), command=command))
-    report.write_report(out, summary)
+    report.write_outputs(out, summary, device=train_setup.describe(), command=command)
     return summary
 
 
