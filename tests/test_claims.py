@@ -29,7 +29,8 @@ def test_compare_lower_is_better_turns_the_difference_around():
 
 def test_compare_with_one_seed_each_gives_the_sign_and_no_margin():
     v = compare(Stat(0.6, float("nan"), 1), Stat(0.5, float("nan"), 1))
-    assert v == Verdict(True, pytest.approx(0.1), None, None, "one seed: margin not defined, verdict = sign of the raw difference")
+    assert v == Verdict(True, pytest.approx(0.1), None, None,
+                        "one seed: margin not defined, verdict = sign of the raw difference")
 
 
 def test_compare_with_zero_sd_has_no_margin():

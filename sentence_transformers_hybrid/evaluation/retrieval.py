@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "EVALUATOR_METRICS", "MULTI_METRICS", "MultilingualRetrievalEvaluator", "SETTINGS", "pair_matrix", "setting_metrics",
+    "EVALUATOR_METRICS", "MULTI_METRICS", "MultilingualRetrievalEvaluator", "SETTINGS", "pair_matrix",
+    "setting_metrics",
 ]
 
 #: The LAReQA settings, in the order they are reported.

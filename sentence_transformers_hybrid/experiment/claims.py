@@ -48,7 +48,8 @@ def compare(a: Stat, b: Stat, higher_is_better: bool = True) -> Verdict:
     sd = pooled_sd(a, b)
     holds = difference > 0
     if sd is None:
-        return Verdict(holds, difference, None, None, "one seed: margin not defined, verdict = sign of the raw difference")
+        return Verdict(holds, difference, None, None,
+                       "one seed: margin not defined, verdict = sign of the raw difference")
     if sd == 0:
         return Verdict(holds, difference, sd, None, "sd = 0 over the seeds: margin not defined")
     return Verdict(holds, difference, sd, difference / sd)

@@ -116,7 +116,26 @@ def runs_json(summary: dict[str, Any], device: str, command: str | None = None) 
 def write_outputs(out: str | Path, summary: dict[str, Any], device: str, command: str | None = None) -> list[str]:
     """Write an experiment's outputs from its ``summary``: ``results.json``, ``runs.json`` (:func:`runs_json`) and
     the report with its plots (:func:`write_report`); returns the paths written. Shared by ``st-hybrid experiment``
-    and ``st-hybrid report``, so both write the same files."""
+    and ``st-hybrid report``, so both write the same files. ``summary`` is :func:`summarise`'s; the report reads
+    each mode's first run's per-pair table from ``out/runs/<run_id>.json`` (its ``pairs``, when there are any).
+
+    Example:
+        >>> import json, pathlib
+        >>> from sentence_transformers_hybrid.experiment import PRESETS
+        >>> def record(mode, seed):   # what runs/<run_id>.json holds, less its per-pair table
+        ...     return {"run_id": f"{mode}-s{seed}", "mode": mode, "seed": seed, "alpha": None, "cka": 0.7,
+        ...             "mono_map@20": 0.5 + seed / 100, "cross_map@20": 0.4, "multi_map@20": 0.3,
+        ...             "rank_distance": 90.0, "train_seconds": 60.0}
+        >>> runs = [record("mono", 0), record("mono", 1)]
+        >>> for r in runs:
+        ...     _ = (pathlib.Path("exp/runs") / f"{r['run_id']}.json").parent.mkdir(parents=True, exist_ok=True)
+        ...     _ = (pathlib.Path("exp/runs") / f"{r['run_id']}.json").write_text(json.dumps(r))
+        >>> summary = summarise(PRESETS["smoke"], {"mono_map@20": 0.4, "rank_distance": 200.0}, runs)
+        >>> [pathlib.Path(p).name for p in write_outputs("exp", summary, device="cpu")]
+        ['results.json', 'runs.json', 'results.md', 'bias_scatter.png']
+        >>> print(results_table(summary).splitlines()[-1])
+        | X-X-mono | 0.505 ± 0.007 | 0.400 ± 0.000 | 0.300 ± 0.000 | 90.0 ± 0.0 | 0.700 ± 0.000 | 2 |
+    """
     out = Path(out)
     atomic_write_json(out / "results.json", summary)
     atomic_write_json(out / "runs.json", runs_json(summary, device=device, command=command))
