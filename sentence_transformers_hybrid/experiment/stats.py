@@ -157,7 +157,8 @@ def mean_sd(values: Mapping[str, float | None], what: str = "figure") -> Stat:
             f"{what}: no value in run{'s' if len(missing) > 1 else ''} {', '.join(missing)} (present in "
             f"{', '.join(present)}); a mean over the others would be reported as over all {len(values)} seeds. "
             f"Re-evaluate {'those runs' if len(missing) > 1 else 'that run'} (delete runs/<run_id>.json and rerun "
-            "st-hybrid experiment with the same --output-dir), or leave them out of the experiment"
+            f"st-hybrid experiment with the same --output-dir), or plan the experiment without "
+            f"{'them' if len(missing) > 1 else 'it'}"
         )
     arr = np.asarray([v for v in values.values() if v is not None], dtype=np.float64)
     if arr.size == 0:
