@@ -11,7 +11,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sentence_transformers_hybrid import run_experiment  # noqa: E402
-from sentence_transformers_hybrid.report import results_table  # noqa: E402
+from sentence_transformers_hybrid.experiment.tables import results_table  # noqa: E402
 
 
 def main() -> None:

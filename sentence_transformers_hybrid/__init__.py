@@ -53,6 +53,7 @@ from .evaluation import (
     layerwise_cka,
     load_beir_folder,
     plot_cka_heatmap,
+    plot_heatmap,
     relevance_from_qrels,
     run_from_scores,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "minibatch_cka",
     "pairs_to_corpus",
     "plot_cka_heatmap",
+    "plot_heatmap",
     "push_model",
     "ranking_metrics",
     "rbf_cka",

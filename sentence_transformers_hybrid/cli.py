@@ -54,7 +54,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         overwrite=args.overwrite, **overrides,
     )
-    from .experiment.report import results_table
+    from .experiment.tables import results_table
 
     print(results_table(summary))
     print(f"\nwritten: {Path(args.output_dir) / 'results.json'}, results.md, plots, models/")

@@ -116,7 +116,7 @@ def test_experiment_modes_pick_and_order_the_runs(monkeypatch):
         return {"preset": preset}
 
     monkeypatch.setattr(experiment, "run_experiment", fake_run)
-    monkeypatch.setattr("sentence_transformers_hybrid.experiment.report.results_table", lambda summary: "")
+    monkeypatch.setattr("sentence_transformers_hybrid.experiment.tables.results_table", lambda summary: "")
     assert main(["experiment", "--preset", "smoke", "--modes", "hybrid", "mono", "--output-dir", "x"]) == 0
     assert seen["modes"] == ("hybrid", "mono")
     plan = experiment.plan_runs(experiment.resolve_preset("smoke", modes=("hybrid", "mono")))

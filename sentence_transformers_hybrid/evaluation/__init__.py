@@ -5,14 +5,23 @@
 * :mod:`.beir`: :class:`BEIRRetrievalEvaluator` and BEIR interop (qrels <-> relevance, runs, the cross-check);
 * :mod:`.cka`: :class:`CKAEvaluator` and the layer-wise helpers (:func:`layer_embeddings`, :func:`layerwise_cka`,
   :func:`cka_matrix`, :func:`plot_cka_heatmap`);
-* :mod:`.encoding`: what the retrieval evaluators share (encoding settings, cosine scores).
+* :mod:`.encoding`: what the retrieval evaluators share (encoding settings, cosine scores);
+* :mod:`.plots`: :func:`plot_heatmap`, the package's one heatmap (CKA matrices, mAP per language pair).
 
 None of them parses files; loaders live in :mod:`sentence_transformers_hybrid.data`.
 """
 
 from .beir import BEIRRetrievalEvaluator, beir_evaluate, load_beir_folder, relevance_from_qrels, run_from_scores
 from .cka import CKAEvaluator, cka_matrix, layer_embeddings, layerwise_cka, plot_cka_heatmap
-from .retrieval import EVALUATOR_METRICS, MULTI_METRICS, SETTINGS, MultilingualRetrievalEvaluator, setting_metrics
+from .plots import plot_heatmap
+from .retrieval import (
+    EVALUATOR_METRICS,
+    MULTI_METRICS,
+    SETTINGS,
+    MultilingualRetrievalEvaluator,
+    pair_matrix,
+    setting_metrics,
+)
 
 __all__ = [
     "BEIRRetrievalEvaluator",
@@ -26,7 +35,9 @@ __all__ = [
     "layer_embeddings",
     "layerwise_cka",
     "load_beir_folder",
+    "pair_matrix",
     "plot_cka_heatmap",
+    "plot_heatmap",
     "relevance_from_qrels",
     "run_from_scores",
     "setting_metrics",

@@ -20,6 +20,7 @@ import numpy as np
 
 from .._utils import append_csv_rows, default_progress
 from ..metrics.cka import linear_cka, linear_cka_matrix
+from .plots import plot_heatmap
 
 try:  # sentence-transformers >= 6
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator as SentenceEvaluator
@@ -309,6 +310,8 @@ class CKAEvaluator(SentenceEvaluator):
         )
 
     def _pair_matrix(self, emb_a: dict[str, np.ndarray], emb_b: dict[str, np.ndarray], symmetric: bool) -> np.ndarray:
+        """The language x language CKA matrix, computed from embeddings (not the same job as
+        :func:`~sentence_transformers_hybrid.evaluation.retrieval.pair_matrix`, which lays evaluated rows out)."""
         langs = self.languages
         if self.groups is None:  # one shared row set: every centred matrix is computed once
             return linear_cka_matrix(
@@ -581,12 +584,14 @@ def plot_cka_heatmap(
     annotate: bool | None = None,
     origin: Literal["upper", "lower"] = "lower",
 ) -> Figure:
-    """Heatmap of any CKA matrix (layers x layers, languages x languages) with a colour bar.
+    """Heatmap of any CKA matrix (layers x layers, languages x languages) with a colour bar labelled "CKA".
 
-    Uses the Agg canvas directly (no pyplot, no global backend change), so it works headless and in threads.
-    ``origin="lower"`` puts layer 0 at the bottom-left as in Kornblith et al. / Nguyen et al.; use
-    ``origin="upper"`` for language matrices. Cells are annotated with their value when the matrix is at most 16x16
-    (or when ``annotate=True``). With ``path`` the figure is also saved (format from the suffix).
+    :func:`~sentence_transformers_hybrid.evaluation.plots.plot_heatmap` (the package's one heatmap) with CKA's
+    defaults: the colour range 0..1, ``magma``, and ``origin="lower"``, which puts layer 0 at the bottom-left as
+    in Kornblith et al. / Nguyen et al.; use ``origin="upper"`` for language matrices. Uses the Agg canvas directly
+    (no pyplot, no global backend change), so it works headless and in threads. Cells are annotated with their
+    value when the matrix is at most 16x16 (or when ``annotate=True``). With ``path`` the figure is also saved
+    (format from the suffix).
 
     Example:
         >>> import numpy as np
@@ -594,36 +599,5 @@ def plot_cka_heatmap(
         >>> fig.axes[0].get_title()
         ''
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim != 2:
-        raise ValueError(f"matrix must be 2-D, got shape {m.shape}")
-    if row_labels is not None and len(row_labels) != m.shape[0]:
-        raise ValueError(f"{len(row_labels)} row_labels for {m.shape[0]} rows")
-    if col_labels is not None and len(col_labels) != m.shape[1]:
-        raise ValueError(f"{len(col_labels)} col_labels for {m.shape[1]} columns")
-    if ax is None:
-        fig = Figure(figsize=(1.2 + 0.45 * m.shape[1], 0.8 + 0.45 * m.shape[0]), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure  # type: ignore[assignment]
-    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, origin=origin, aspect="auto")
-    fig.colorbar(im, ax=ax, label="CKA")
-    ax.set_xticks(range(m.shape[1]), labels=list(col_labels) if col_labels is not None else range(m.shape[1]))
-    ax.set_yticks(range(m.shape[0]), labels=list(row_labels) if row_labels is not None else range(m.shape[0]))
-    if title:
-        ax.set_title(title)
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    if annotate or (annotate is None and max(m.shape) <= 16):
-        mid = (vmin + vmax) / 2
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="black" if v > mid else "white")
-    if path is not None:
-        fig.savefig(path, dpi=150)
-    return fig
+    return plot_heatmap(matrix, row_labels, col_labels, path, ax=ax, title=title, xlabel=xlabel, ylabel=ylabel,
+                        vmin=vmin, vmax=vmax, cmap=cmap, annotate=annotate, origin=origin, colorbar_label="CKA")

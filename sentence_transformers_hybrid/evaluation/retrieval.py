@@ -37,7 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EVALUATOR_METRICS", "MULTI_METRICS", "MultilingualRetrievalEvaluator", "SETTINGS", "setting_metrics"]
+__all__ = [
+    "EVALUATOR_METRICS", "MULTI_METRICS", "MultilingualRetrievalEvaluator", "SETTINGS", "pair_matrix",
+    "setting_metrics",
+]
 
 #: The LAReQA settings, in the order they are reported.
 SETTINGS: tuple[str, ...] = ("mono", "cross", "multi")
@@ -58,6 +61,40 @@ def setting_metrics(setting: str) -> tuple[str, ...]:
         raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
     return EVALUATOR_METRICS + (MULTI_METRICS if setting == "multi" else ())
 
+
+
+def pair_matrix(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str = "map@20",
+    *,
+    languages: Sequence[str] | None = None,
+    multilingual: bool = True,
+) -> tuple[list[str], list[str], np.ndarray]:
+    """The evaluator's per-pair rows (``MultilingualRetrievalEvaluator.results``, a run record's ``pairs``) laid out
+    as ``(query languages, candidate pools, M)``, ``M[i, j]`` the ``metric`` of queries ``i`` against pool ``j``.
+
+    Rows and pools are ``languages`` (default: the languages the rows name, sorted); with ``multilingual`` the
+    multilingual pool (``corpus_language == "all"``) is the last column when the rows have it. NaN where no row.
+
+    Example:
+        >>> rows = [{"query_language": "de", "corpus_language": "de", "map@20": 0.5},
+        ...         {"query_language": "de", "corpus_language": "en", "map@20": 0.25},
+        ...         {"query_language": "de", "corpus_language": "all", "map@20": 0.75}]
+        >>> queries, pools, m = pair_matrix(rows)
+        >>> queries, pools, m.tolist()
+        (['de'], ['de', 'en', 'all'], [[0.5, 0.25, 0.75]])
+    """
+    pooled = [r for r in rows if r["corpus_language"] != "all"]
+    queries = list(languages) if languages is not None else sorted({r["query_language"] for r in rows})
+    pools = list(languages) if languages is not None else sorted({r["corpus_language"] for r in pooled})
+    if multilingual and len(pooled) < len(rows):
+        pools.append("all")
+    q_index = {lang: i for i, lang in enumerate(queries)}
+    p_index = {lang: j for j, lang in enumerate(pools)}
+    mat = np.full((len(queries), len(pools)), np.nan)
+    for r in rows if multilingual else pooled:
+        mat[q_index[r["query_language"]], p_index[r["corpus_language"]]] = r[metric]
+    return queries, pools, mat
 
 
 class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
@@ -332,13 +369,10 @@ class MultilingualRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
 
     def pair_matrix(self, metric: str = "map@20") -> tuple[list[str], np.ndarray]:
         """``(languages, M)`` with ``M[i, j]`` the metric of queries ``i`` -> candidates ``j`` (mono on the
-        diagonal, cross elsewhere; NaN where not evaluated), from the last call. For heatmaps."""
-        index = {lang: i for i, lang in enumerate(self.languages)}
-        mat = np.full((len(self.languages), len(self.languages)), np.nan)
-        for r in self.results:
-            if r["setting"] in ("mono", "cross"):
-                mat[index[r["query_language"]], index[r["corpus_language"]]] = r[metric]
-        return list(self.languages), mat
+        diagonal, cross elsewhere; NaN where not evaluated), from the last call. For heatmaps; the module's
+        :func:`pair_matrix` on :attr:`results`, without the multilingual pool."""
+        languages, _, mat = pair_matrix(self.results, metric, languages=self.languages, multilingual=False)
+        return languages, mat
 
     # ------------------------------------------------------------------------------------------- call
 

@@ -4,7 +4,9 @@
 * :mod:`.backbones`: what each preset trains (static, frozen e5 + head, e5, any SentenceTransformer);
 * :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`train_model`,
   :func:`evaluate_model`), resumable run by run;
-* :mod:`.report`: tables, plots, ``runs.json`` and model cards (pure functions of the run records);
+* :mod:`.report`: writes ``results.json``, ``runs.json``, ``results.md`` with its plots, and the model cards, from
+  :mod:`.stats` (typed run records, mean ± sd over seeds), :mod:`.claims` (the paper's claims), :mod:`.tables`
+  (Markdown) and :mod:`.plots` (PNG);
 * :mod:`.hub`: :func:`push_model`.
 
 Every run trains through the **stock** ``SentenceTransformerTrainer`` with :class:`HybridBatchSampler` and the
