@@ -4,7 +4,8 @@ With a frozen encoder, training ``encoder -> head`` is the same computation as t
 where ``lookup`` returns the encoder's cached vector. :class:`EmbeddingLookup` is that first module: it lets the
 **stock** ``SentenceTransformerTrainer``, data collator, ``HybridBatchSampler`` and MNRL train a head in seconds on
 2 CPU cores. :func:`compose_with_encoder` then writes the real model (encoder modules + trained head), which
-``SentenceTransformer(path)`` loads and uses on any text.
+``SentenceTransformer(path)`` loads and uses on any text. :func:`freeze_word_embeddings` freezes part of a model
+that is trained (the word-embedding matrix of a fine-tuned encoder).
 
 Example::
 
@@ -49,11 +50,14 @@ __all__ = [
     "PASSED_ENCODE_OPTIONS",
     "compose_with_encoder",
     "embedding_cache_settings",
+    "freeze_word_embeddings",
     "identity_dense",
     "lookup_head_model",
     "model_fingerprint",
     "open_embedding_cache",
     "text_key",
+    "transformer_module",
+    "word_embeddings",
 ]
 
 _INDEX = "index.json"
@@ -561,8 +565,6 @@ class EmbeddingLookup(InputModule):
     def get_embedding_dimension(self) -> int:
         return int(self.weights.shape[1])
 
-    get_sentence_embedding_dimension = get_embedding_dimension  # sentence-transformers < 6.2
-
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         # Unknown texts get id -1 and fail in forward(): preprocessing alone (e.g. the trainer's model-card
         # statistics, which tokenize rows without their prompts) must not fail.
@@ -615,3 +617,50 @@ def compose_with_encoder(encoder_path: str, head_model: SentenceTransformer, out
     model = SentenceTransformer(modules=[*encoder, *head], prompts=dict(encoder.prompts), device="cpu")
     model.save(str(output_path))
     return str(output_path)
+
+
+# ---------------------------------------------------------------------------------------------- frozen parameters
+def freeze_word_embeddings(model: SentenceTransformer, frozen: bool = True) -> int:
+    """Freeze (or unfreeze) the word-embedding matrix of a Transformer-based SentenceTransformer.
+
+    For e5-small the matrix is 96M of the 118M parameters; freezing it makes CPU fine-tuning of the
+    transformer layers cheaper (no gradient or optimizer state for it).
+
+    Returns:
+        The number of parameters whose ``requires_grad`` was set.
+
+    Example:
+        >>> from sentence_transformers_hybrid.models.e5 import convert_e5_small
+        >>> model = SentenceTransformer(convert_e5_small())   # ~30 s conversion (tests/test_convert.py freezes it)  # doctest: +SKIP
+        >>> freeze_word_embeddings(model)  # needs model above  # doctest: +SKIP
+        96014208
+
+    Any Transformer-based model, e.g. a tiny offline one::
+
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> tiny = tiny_transformer_model(tempfile.mkdtemp(), ["hello world"])
+        >>> freeze_word_embeddings(tiny) == tiny[0].auto_model.get_input_embeddings().weight.numel()
+        True
+        >>> tiny[0].auto_model.get_input_embeddings().weight.requires_grad
+        False
+    """
+    emb = word_embeddings(model)
+    emb.weight.requires_grad_(not frozen)
+    return emb.weight.numel()
+
+
+def transformer_module(model: SentenceTransformer) -> torch.nn.Module:
+    """The model's Transformer module (the one with an ``auto_model`` and a ``tokenizer``); ``ValueError`` if none."""
+    for module in model.modules():
+        if hasattr(module, "auto_model") and hasattr(module, "tokenizer"):
+            return module
+    raise ValueError(f"{type(model).__name__}: no Transformer module (auto_model + tokenizer)")
+
+
+def word_embeddings(model: SentenceTransformer) -> torch.nn.Module:
+    """The input word-embedding layer of the model's Transformer (its ``weight`` is ``[vocabulary x hidden]``)."""
+    emb = transformer_module(model).auto_model.get_input_embeddings()
+    if emb is None or not hasattr(emb, "weight"):
+        raise ValueError("the Transformer's model has no input word-embedding matrix")
+    return emb
