@@ -21,10 +21,7 @@ import numpy as np
 from .._utils import append_csv_rows, default_progress
 from ..metrics.cka import linear_cka, linear_cka_matrix
 
-try:  # sentence-transformers >= 6
-    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator as SentenceEvaluator
-except ImportError:  # pragma: no cover - sentence-transformers 5.x
-    from sentence_transformers.evaluation import SentenceEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -437,7 +434,6 @@ def layer_embeddings(
     import inspect
 
     accepted = set(inspect.signature(hf.forward).parameters)
-    preprocess = getattr(model, "preprocess", None)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     pooled: list[list[torch.Tensor]] | None = None
     chosen: list[int] | None = None
@@ -449,10 +445,7 @@ def layer_embeddings(
             for start in tqdm(range(0, len(texts), batch_size), desc="Layer embeddings",
                               disable=not default_progress(show_progress_bar, logger)):
                 batch = [texts[k] for k in order[start : start + batch_size]]
-                if preprocess is not None:
-                    feats = preprocess(batch, prompt=prompt)
-                else:  # sentence-transformers < 6
-                    feats = model.tokenize([(prompt or "") + t for t in batch])
+                feats = model.preprocess(batch, prompt=prompt)
                 inputs = {k: v.to(device) for k, v in feats.items() if k in accepted and torch.is_tensor(v)}
                 mask = feats["attention_mask"].to(device)
                 out = hf(**inputs, output_hidden_states=True, return_dict=True)
