@@ -2,8 +2,8 @@
 
 * :mod:`.presets`: :class:`Preset`, :data:`PRESETS`, :class:`RunSpec`, :func:`plan_runs`, :func:`resolve_preset`;
 * :mod:`.backbones`: what each preset trains (static, frozen e5 + head, e5, any SentenceTransformer);
-* :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`train_model`,
-  :func:`evaluate_model`), resumable run by run;
+* :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`evaluate_model`), resumable run by
+  run; :mod:`.training`: :func:`train_model` (one run through the stock trainer, resumable from checkpoints);
 * :mod:`.report`: tables, plots, ``runs.json`` and model cards (pure functions of the run records);
 * :mod:`.hub`: :func:`push_model`.
 
@@ -28,8 +28,8 @@ from .runner import (
     evaluator_pairs,
     load_data,
     run_experiment,
-    train_model,
 )
+from .training import train_model
 
 __all__ = [
     "Backbone",
