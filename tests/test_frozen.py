@@ -286,8 +286,11 @@ def test_truncate_dim_and_normalisation_are_part_of_the_key(tmp_path):
     assert np.abs(unit - full).max() > 1e-3
     # the model's own truncate_dim is what a call without the option gets: a default, not another key
     model.truncate_dim = 4
-    np.testing.assert_array_equal(EmbeddingCache(tmp_path / "t", model_id="tiny-4").encode(model, TEXTS),
-                                  EmbeddingCache(tmp_path / "t", model_id="tiny-4").encode(model, TEXTS, truncate_dim=4))
+    counting = CountingModel(model)
+    counting.truncate_dim = 4
+    cache4 = EmbeddingCache(tmp_path / "t", model_id="tiny-4")
+    np.testing.assert_array_equal(cache4.encode(counting, TEXTS), cache4.encode(counting, TEXTS, truncate_dim=4))
+    assert counting.calls == len(TEXTS)
 
 
 def test_options_the_cache_cannot_key_are_refused_by_name(tmp_path):

@@ -52,7 +52,7 @@ class CKAEvaluator(SentenceEvaluator):
 
     Debiased CKA (the default) is the one to compare across runs: the biased estimator is inflated by an amount
     that depends on n and d (see docs/cka.md). After a call, ``evaluator.last_matrix`` holds the language x language
-    CKA matrix (languages in ``evaluator.languages`` order) for :func:`~sentence_transformers_hybrid.evaluation.cka.plot_cka_heatmap`.
+    CKA matrix (languages in ``evaluator.languages`` order) for :func:`plot_cka_heatmap`.
 
     Args:
         sentences: language -> list of sentences (parallel across languages unless ``groups`` is given).

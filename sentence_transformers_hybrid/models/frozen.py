@@ -488,12 +488,14 @@ class EmbeddingCache:
         if prompt is not None:
             options["prompt"] = prompt  # the text the key names is the text encoded
         default_norm = bool((self.settings or {}).get("normalize_embeddings", False))
+        model_dim = getattr(model, "truncate_dim", None)
         default = {"prompt": (prompts.get(default_name) if default_name else None) or "",
-                   "truncate_dim": getattr(model, "truncate_dim", None), "normalize_embeddings": default_norm,
-                   "task": None}
+                   "truncate_dim": None if model_dim is None else int(model_dim),
+                   "normalize_embeddings": default_norm, "task": None}
+        dim = options.get("truncate_dim")
         variant = {
             "prompt": default["prompt"] if prompt is None else prompt,
-            "truncate_dim": default["truncate_dim"] if options.get("truncate_dim") is None else options["truncate_dim"],
+            "truncate_dim": default["truncate_dim"] if dim is None else int(dim),
             "normalize_embeddings": bool(options.get("normalize_embeddings", default_norm)),
             "task": options.get("task"),
         }
