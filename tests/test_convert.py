@@ -394,6 +394,7 @@ def test_trim_vocabulary_rejects_texts_without_pieces(model_dir, tmp_path):
 
 def test_trim_vocabulary_rejects_a_wordpiece_tokenizer(tmp_path):
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -407,7 +408,6 @@ def test_trim_vocabulary_rejects_a_wordpiece_tokenizer(tmp_path):
     d = tmp_path / "wp"
     BertModel(cfg).save_pretrained(d)
     hf.save_pretrained(d)
-    Transformer, Pooling, _ = convert._st_modules()
     tr = Transformer(str(d))
     st = SentenceTransformer(modules=[tr, Pooling(32, "mean")], device="cpu")
     st.save(str(tmp_path / "st"))
