@@ -349,8 +349,9 @@ class EmbeddingCache:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _commit(self, shard: str, vectors: np.ndarray, keys: Sequence[str]) -> None:
-        """Add one written shard to the index on disk (merged with what other processes committed meanwhile)."""
+    def _commit_keys(self, shard: str, vectors: np.ndarray, keys: Sequence[str]) -> None:
+        """Add one written shard to the index on disk (merged with what other processes committed meanwhile); row
+        ``i`` of ``vectors`` under ``keys[i]`` (the vector keys of :meth:`_vector_key`, not texts)."""
         with self._locked():
             if (self.dir / _INDEX).is_file() and self._stat() != self._index_stat:  # another process committed
                 disk = self._read_index()
@@ -450,7 +451,7 @@ class EmbeddingCache:
                 buf = io.BytesIO()
                 np.save(buf, vecs, allow_pickle=False)
                 atomic_write_bytes(self.dir / name, buf.getvalue())
-                self._commit(name, vecs, [keys[t] for t in chunk])
+                self._commit_keys(name, vecs, [keys[t] for t in chunk])
                 bar.update(len(chunk))
             bar.close()
         return self._gather([keys[t] for t in texts], texts)
