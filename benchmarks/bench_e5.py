@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from sentence_transformers_hybrid.models.e5 import (  # noqa: E402
-    convert_e5_small, default_e5_weight_file, freeze_word_embeddings, read_e5_weight_file)
+    convert_e5_small, default_e5_weight_file, read_e5_weight_file)
+from sentence_transformers_hybrid.models.frozen import freeze_word_embeddings  # noqa: E402
 from sentence_transformers_hybrid.models.trim import collect_texts, trim_e5_weight_file  # noqa: E402
 
 

@@ -127,7 +127,7 @@ def main() -> None:
     print(f"XQuAD-R: {len(bench.languages)} languages, {n_q:,} queries x {n_c:,} candidates (multi pool)")
 
     if args.cache:
-        from sentence_transformers_hybrid.frozen import EmbeddingCache
+        from sentence_transformers_hybrid.models.frozen import EmbeddingCache
 
         cache = EmbeddingCache(args.cache, model_id="all-MiniLM-L6-v2")
         q_emb = {x: torch.from_numpy(cache.lookup(s.questions)) for x, s in bench.splits.items()}

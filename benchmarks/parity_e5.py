@@ -69,7 +69,7 @@ def main() -> None:
               f"token ids equal {ids_equal}/{ids_total}")
 
         wf = read_e5_weight_file()
-        for mode in ("sentencepiece", "engine"):
+        for mode in ("nfc", "engine"):
             tok = build_e5_tokenizer(wf, mode)
             counts = {True: [0, 0], False: [0, 0]}
             texts = collect_texts(data)

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 from sentence_transformers_hybrid import load_lareqa  # noqa: E402
 from sentence_transformers_hybrid.evaluation import MultilingualRetrievalEvaluator  # noqa: E402
-from sentence_transformers_hybrid.frozen import EmbeddingCache  # noqa: E402
+from sentence_transformers_hybrid.models.frozen import EmbeddingCache  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "backbones": ("models.m2m100",),
     "beir_interop": ("evaluation.beir",),
     "cka": ("metrics.cka", "evaluation.cka"),
-    "convert": ("models.e5", "models.trim"),
+    "convert": ("models.e5", "models.trim", "models.frozen", "models.trie"),
     "data.jsonl": ("data.pairs",),
     "data.sources": ("data.pairs", "data.squad"),
     "evaluation_cka": ("evaluation.cka",),

@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sentence_transformers import SentenceTransformer
 
     from .experiment.presets import Preset, RunSpec
-    from .experiment.runner import train_run
+    from .experiment.training import train_run
     from .sampling import write_sampler_config
 
     corpus = _load_corpus(args.train_data, args.data_dir, args.languages)

@@ -172,11 +172,8 @@ def tiny_tokenizer(texts: Sequence[str], vocab_size: int = 500):
 
 
 def _st_modules():
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.base.modules import Transformer
-        from sentence_transformers.sentence_transformer.modules import Pooling, StaticEmbedding
-    except ImportError:  # pragma: no cover - sentence-transformers 5.x
-        from sentence_transformers.models import Pooling, StaticEmbedding, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, StaticEmbedding, Transformer
+
     return Transformer, Pooling, StaticEmbedding
 
 

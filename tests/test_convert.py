@@ -283,6 +283,23 @@ def test_unknown_normalization_is_rejected(trimmed_file):
         convert.build_e5_tokenizer(convert.read_e5_weight_file(trimmed_file), "nfkd")
 
 
+def test_the_old_name_of_the_nfc_normalization_still_works_and_its_conversions_are_reused(trimmed_model_dir,
+                                                                                           trimmed_file):
+    record = Path(trimmed_model_dir) / "e5_conversion.json"
+    assert json.loads(record.read_text())["normalization"] == "nfc"
+    meta = json.loads(record.read_text())
+    record.write_text(json.dumps({**meta, "normalization": "sentencepiece"}))  # written before the rename
+    st = Path(trimmed_model_dir) / "model.safetensors"
+    before = st.stat().st_mtime_ns
+    try:
+        assert convert.convert_e5_small(trimmed_model_dir, trimmed_file) == trimmed_model_dir
+        with pytest.warns(DeprecationWarning, match="'sentencepiece' is now called 'nfc'"):
+            convert.convert_e5_small(trimmed_model_dir, trimmed_file, normalization="sentencepiece")
+        assert st.stat().st_mtime_ns == before  # reused both times, not converted again
+    finally:
+        record.write_text(json.dumps(meta))
+
+
 # ------------------------------------------------------------------------------ training aid
 def test_freeze_word_embeddings_keeps_embeddings_fixed_during_a_step(trimmed_model):
     import copy
@@ -377,6 +394,7 @@ def test_trim_vocabulary_rejects_texts_without_pieces(model_dir, tmp_path):
 
 def test_trim_vocabulary_rejects_a_wordpiece_tokenizer(tmp_path):
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -390,7 +408,6 @@ def test_trim_vocabulary_rejects_a_wordpiece_tokenizer(tmp_path):
     d = tmp_path / "wp"
     BertModel(cfg).save_pretrained(d)
     hf.save_pretrained(d)
-    Transformer, Pooling, _ = convert._st_modules()
     tr = Transformer(str(d))
     st = SentenceTransformer(modules=[tr, Pooling(32, "mean")], device="cpu")
     st.save(str(tmp_path / "st"))

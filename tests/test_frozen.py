@@ -243,3 +243,67 @@ def test_a_cache_of_the_numbered_shard_layout_still_opens(tmp_path):
     np.testing.assert_array_equal(cache.lookup(TEXTS[:2]), vecs)
     cache.encode(model, TEXTS)
     np.testing.assert_allclose(EmbeddingCache(tmp_path, model_id="tiny").lookup(TEXTS), model.encode(TEXTS), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ encode options in the key
+def test_a_vector_cached_with_one_prompt_is_never_returned_for_another(tmp_path):
+    model = tiny_static_model()
+    cache = EmbeddingCache(tmp_path, model_id="tiny")
+    plain = cache.encode(model, ["the cat sat"])
+    prompted = cache.encode(model, ["the cat sat"], prompt="query: ")
+    np.testing.assert_allclose(prompted, model.encode(["the cat sat"], prompt="query: "), rtol=1e-6)
+    assert np.abs(prompted - plain).max() > 1e-3
+    reopened = EmbeddingCache(tmp_path, model_id="tiny")  # both are on disk, each under its own key
+    np.testing.assert_array_equal(reopened.encode(model, ["the cat sat"], prompt="query: "), prompted)
+    np.testing.assert_array_equal(reopened.encode(model, ["the cat sat"]), plain)
+
+
+def test_a_prompt_name_is_keyed_by_the_prompt_text_it_resolves_to(tmp_path):
+    model = tiny_static_model()
+    model.prompts = {"query": "query: ", "other": "le chat "}
+    counting = CountingModel(model)
+    counting.prompts = model.prompts
+    cache = EmbeddingCache(tmp_path, model_id="tiny")
+    by_name = cache.encode(counting, TEXTS[:2], prompt_name="query")
+    by_text = cache.encode(counting, TEXTS[:2], prompt="query: ")  # the same input: encoded once
+    assert counting.calls == 2
+    np.testing.assert_array_equal(by_name, by_text)
+    np.testing.assert_allclose(cache.encode(counting, TEXTS[:2], prompt_name="other"),
+                               model.encode(TEXTS[:2], prompt="le chat "), rtol=1e-6)
+    with pytest.raises(ValueError, match="prompt_name 'nope'.*'query', 'other'"):
+        cache.encode(counting, TEXTS[:1], prompt_name="nope")
+
+
+def test_truncate_dim_and_normalisation_are_part_of_the_key(tmp_path):
+    model = tiny_static_model()
+    cache = EmbeddingCache(tmp_path, model_id="tiny")
+    full = cache.encode(model, TEXTS)
+    short = cache.encode(model, TEXTS, truncate_dim=4)
+    unit = cache.encode(model, TEXTS, normalize_embeddings=True)
+    assert full.shape == (len(TEXTS), 8) and short.shape == (len(TEXTS), 4)
+    np.testing.assert_allclose(short, full[:, :4], rtol=1e-6)
+    np.testing.assert_allclose(unit, model.encode(TEXTS, normalize_embeddings=True), rtol=1e-5, atol=1e-6)
+    assert np.abs(unit - full).max() > 1e-3
+    # the model's own truncate_dim is what a call without the option gets: a default, not another key
+    model.truncate_dim = 4
+    counting = CountingModel(model)
+    counting.truncate_dim = 4
+    cache4 = EmbeddingCache(tmp_path / "t", model_id="tiny-4")
+    np.testing.assert_array_equal(cache4.encode(counting, TEXTS), cache4.encode(counting, TEXTS, truncate_dim=4))
+    assert counting.calls == len(TEXTS)
+
+
+def test_options_the_cache_cannot_key_are_refused_by_name(tmp_path):
+    model = tiny_static_model()
+    cache = EmbeddingCache(tmp_path, model_id="tiny")
+    with pytest.raises(ValueError, match="precision='int8'"):
+        cache.encode(model, TEXTS, precision="int8")
+    with pytest.raises(ValueError, match="output_value='token_embeddings'"):
+        cache.encode(model, TEXTS, output_value="token_embeddings")
+    with pytest.raises(ValueError, match="processing_kwargs"):
+        cache.encode(model, TEXTS, processing_kwargs={"text": {"max_length": 2}})
+    assert len(cache) == 0
+    # options that do not change the vectors pass through, under the plain key
+    np.testing.assert_allclose(cache.encode(model, TEXTS, device="cpu", precision="float32"), model.encode(TEXTS),
+                               rtol=1e-6)
+    assert all(t in cache for t in TEXTS)

@@ -181,7 +181,7 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
 
     A BEIR folder on disk (``corpus.jsonl``, ``queries.jsonl``, ``qrels/{split}.tsv``) reads the same way::
 
-        >>> from sentence_transformers_hybrid.beir_interop import load_beir_folder
+        >>> from sentence_transformers_hybrid.evaluation.beir import load_beir_folder
         >>> corpus, queries, qrels = load_beir_folder("miracl-sw", split="dev")  # a downloaded BEIR folder  # doctest: +SKIP
     """
 

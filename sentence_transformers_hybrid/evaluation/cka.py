@@ -22,10 +22,7 @@ from .._utils import append_csv_rows, default_progress
 from ..metrics.cka import linear_cka, linear_cka_matrix
 from .plots import plot_heatmap
 
-try:  # sentence-transformers >= 6
-    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator as SentenceEvaluator
-except ImportError:  # pragma: no cover - sentence-transformers 5.x
-    from sentence_transformers.evaluation import SentenceEvaluator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -56,7 +53,7 @@ class CKAEvaluator(SentenceEvaluator):
 
     Debiased CKA (the default) is the one to compare across runs: the biased estimator is inflated by an amount
     that depends on n and d (see docs/cka.md). After a call, ``evaluator.last_matrix`` holds the language x language
-    CKA matrix (languages in ``evaluator.languages`` order) for :func:`~sentence_transformers_hybrid.cka.plot_cka_heatmap`.
+    CKA matrix (languages in ``evaluator.languages`` order) for :func:`plot_cka_heatmap`.
 
     Args:
         sentences: language -> list of sentences (parallel across languages unless ``groups`` is given).
@@ -440,7 +437,6 @@ def layer_embeddings(
     import inspect
 
     accepted = set(inspect.signature(hf.forward).parameters)
-    preprocess = getattr(model, "preprocess", None)
     order = np.argsort([-len(t) for t in texts], kind="stable")
     pooled: list[list[torch.Tensor]] | None = None
     chosen: list[int] | None = None
@@ -452,10 +448,7 @@ def layer_embeddings(
             for start in tqdm(range(0, len(texts), batch_size), desc="Layer embeddings",
                               disable=not default_progress(show_progress_bar, logger)):
                 batch = [texts[k] for k in order[start : start + batch_size]]
-                if preprocess is not None:
-                    feats = preprocess(batch, prompt=prompt)
-                else:  # sentence-transformers < 6
-                    feats = model.tokenize([(prompt or "") + t for t in batch])
+                feats = model.preprocess(batch, prompt=prompt)
                 inputs = {k: v.to(device) for k, v in feats.items() if k in accepted and torch.is_tensor(v)}
                 mask = feats["attention_mask"].to(device)
                 out = hf(**inputs, output_hidden_states=True, return_dict=True)

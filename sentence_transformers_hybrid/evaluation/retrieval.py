@@ -1,8 +1,8 @@
 """Evaluators for the sentence-transformers trainer: LAReQA mono / cross / multi retrieval and BEIR data sets.
 
-Both are :class:`~sentence_transformers.evaluation.SentenceEvaluator` subclasses: they encode, call
-:func:`~sentence_transformers_hybrid.metrics.ranking_metrics` on score matrices and name the results. They
-never parse files (see :mod:`sentence_transformers_hybrid.beir_interop` for loading BEIR folders).
+Both are :class:`~sentence_transformers.sentence_transformer.evaluation.SentenceEvaluator` subclasses: they
+encode, call :func:`~sentence_transformers_hybrid.metrics.ranking_metrics` on score matrices and name the results.
+They never parse files (see :mod:`sentence_transformers_hybrid.evaluation.beir` for loading BEIR folders).
 """
 
 from __future__ import annotations

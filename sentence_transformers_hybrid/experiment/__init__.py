@@ -2,8 +2,8 @@
 
 * :mod:`.presets`: :class:`Preset`, :data:`PRESETS`, :class:`RunSpec`, :func:`plan_runs`, :func:`resolve_preset`;
 * :mod:`.backbones`: what each preset trains (static, frozen e5 + head, e5, any SentenceTransformer);
-* :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`train_model`,
-  :func:`evaluate_model`), resumable run by run;
+* :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`evaluate_model`), resumable run by
+  run; :mod:`.training`: :func:`train_model` (one run through the stock trainer, resumable from checkpoints);
 * :mod:`.report`: writes ``results.json``, ``runs.json``, ``results.md`` with its plots, and the model cards, from
   :mod:`.stats` (typed run records, mean ± sd over seeds), :mod:`.claims` (the paper's claims), :mod:`.tables`
   (Markdown) and :mod:`.plots` (PNG);
@@ -30,8 +30,8 @@ from .runner import (
     evaluator_pairs,
     load_data,
     run_experiment,
-    train_model,
 )
+from .training import train_model
 
 __all__ = [
     "Backbone",

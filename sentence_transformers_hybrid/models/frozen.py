@@ -4,7 +4,8 @@ With a frozen encoder, training ``encoder -> head`` is the same computation as t
 where ``lookup`` returns the encoder's cached vector. :class:`EmbeddingLookup` is that first module: it lets the
 **stock** ``SentenceTransformerTrainer``, data collator, ``HybridBatchSampler`` and MNRL train a head in seconds on
 2 CPU cores. :func:`compose_with_encoder` then writes the real model (encoder modules + trained head), which
-``SentenceTransformer(path)`` loads and uses on any text.
+``SentenceTransformer(path)`` loads and uses on any text. :func:`freeze_word_embeddings` freezes part of a model
+that is trained (the word-embedding matrix of a fine-tuned encoder).
 
 Example::
 
@@ -27,7 +28,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,18 @@ __all__ = [
     "EmbeddingCache",
     "EmbeddingCacheError",
     "EmbeddingLookup",
+    "KEYED_ENCODE_OPTIONS",
+    "PASSED_ENCODE_OPTIONS",
     "compose_with_encoder",
     "embedding_cache_settings",
+    "freeze_word_embeddings",
     "identity_dense",
     "lookup_head_model",
     "model_fingerprint",
     "open_embedding_cache",
     "text_key",
+    "transformer_module",
+    "word_embeddings",
 ]
 
 _INDEX = "index.json"
@@ -68,6 +74,15 @@ _digest_memo: dict[tuple, str] = {}
 def text_key(text: str) -> str:
     """Stable key of a text (SHA-1 of its UTF-8 bytes)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+#: ``model.encode`` options that change the vectors: :meth:`EmbeddingCache.encode` keys every vector by their
+#: resolved values (``prompt_name`` by the prompt text it names).
+KEYED_ENCODE_OPTIONS = ("prompt", "prompt_name", "truncate_dim", "normalize_embeddings", "task")
+#: ``model.encode`` options that only say where or how fast to encode: passed on, not keyed.
+PASSED_ENCODE_OPTIONS = ("device", "pool", "chunk_size")
+#: ``model.encode`` options the cache sets itself, with the one value a caller may also pass.
+_FIXED_ENCODE_OPTIONS = {"precision": "float32", "output_value": "sentence_embedding"}
 
 
 # ---------------------------------------------------------------------------------------------- cache keys
@@ -334,8 +349,9 @@ class EmbeddingCache:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _commit(self, shard: str, vectors: np.ndarray, texts: Sequence[str]) -> None:
-        """Add one written shard to the index on disk (merged with what other processes committed meanwhile)."""
+    def _commit_keys(self, shard: str, vectors: np.ndarray, keys: Sequence[str]) -> None:
+        """Add one written shard to the index on disk (merged with what other processes committed meanwhile); row
+        ``i`` of ``vectors`` under ``keys[i]`` (the vector keys of :meth:`_vector_key`, not texts)."""
         with self._locked():
             if (self.dir / _INDEX).is_file() and self._stat() != self._index_stat:  # another process committed
                 disk = self._read_index()
@@ -346,8 +362,8 @@ class EmbeddingCache:
             s = len(self._shard_names)
             self._shard_names.append(shard)
             self._shards[s] = vectors
-            for r, t in enumerate(texts):
-                self._keys.setdefault(text_key(t), (s, r))
+            for r, k in enumerate(keys):
+                self._keys.setdefault(k, (s, r))
             meta: dict[str, Any] = {"format": CACHE_FORMAT, "model_id": self.model_id}
             if self.settings is not None:
                 meta["settings"] = self.settings
@@ -385,6 +401,15 @@ class EmbeddingCache:
     ) -> np.ndarray:
         """Vectors of ``texts`` (float32 ``[n x d]``), encoding only those not cached yet.
 
+        ``encode_kwargs`` go to ``model.encode``. Those that change the vectors (:data:`KEYED_ENCODE_OPTIONS`:
+        ``prompt`` / ``prompt_name``, ``truncate_dim``, ``normalize_embeddings``, ``task``) are part of each vector's
+        key, by the values they resolve to on ``model`` (``prompt_name`` by its prompt text, an unset option by the
+        model's default): a vector cached with one prompt is never returned for another, and
+        ``prompt_name="query"`` shares the vectors of ``prompt="query: "``. Vectors made with the model's defaults
+        are keyed by their text alone (:meth:`lookup`, ``text in cache``), as caches of earlier versions were.
+        :data:`PASSED_ENCODE_OPTIONS` (``device``, ``pool``, ``chunk_size``) are passed on unkeyed; any other option
+        (``precision`` other than float32, ``output_value``, model-specific kwargs) raises ``ValueError`` naming it.
+
         With ``settings``, the model must have the cached ``max_seq_length``; ``normalize_embeddings`` and the
         ``dtype`` (autocast) come from the settings. A non-finite vector raises ``ValueError`` naming the index of
         its text in ``texts``; its shard is not committed.
@@ -401,10 +426,13 @@ class EmbeddingCache:
                 raise ValueError(f"embedding cache {str(self.dir)!r} holds vectors with normalize_embeddings={norm}; "
                                  f"got normalize_embeddings={encode_kwargs['normalize_embeddings']}")
             autocast = ENCODE_DTYPES[self.settings.get("dtype", "float32")]
-        position = {}
+        key, encode_kwargs = self._vector_key(model, encode_kwargs)
+        position: dict[str, int] = {}
+        keys: dict[str, str] = {}
         for i, t in enumerate(texts):
-            position.setdefault(t, i)
-        missing = [t for t in position if text_key(t) not in self._keys]
+            if t not in position:
+                position[t], keys[t] = i, key(t)
+        missing = [t for t in position if keys[t] not in self._keys]
         if missing:
             # shards are committed one by one: an interruption loses at most one shard of work
             bar = tqdm(total=len(missing), desc="encoding (cached)", disable=show_progress_bar is False, unit="text")
@@ -423,10 +451,59 @@ class EmbeddingCache:
                 buf = io.BytesIO()
                 np.save(buf, vecs, allow_pickle=False)
                 atomic_write_bytes(self.dir / name, buf.getvalue())
-                self._commit(name, vecs, chunk)
+                self._commit_keys(name, vecs, [keys[t] for t in chunk])
                 bar.update(len(chunk))
             bar.close()
-        return self.lookup(texts)
+        return self._gather([keys[t] for t in texts], texts)
+
+    def _vector_key(self, model: SentenceTransformer, options: Mapping[str, Any]
+                    ) -> tuple[Callable[[str], str], dict[str, Any]]:
+        """The key function of the vectors ``model.encode(..., **options)`` makes, and the options to pass on.
+
+        The key of a text is :func:`text_key` when the options resolve to what a call without them gives (the
+        model's default prompt and ``truncate_dim``, the cache's ``normalize_embeddings``), else a digest of the text
+        and the resolved options.
+        """
+        options = dict(options)
+        for name, only in _FIXED_ENCODE_OPTIONS.items():
+            value = options.pop(name, only)
+            if value != only:
+                raise ValueError(f"EmbeddingCache.encode(): {name}={value!r} is not cached "
+                                 f"(the cache holds float32 sentence embeddings); pass {name}={only!r} or leave it out")
+        unknown = sorted(set(options) - set(KEYED_ENCODE_OPTIONS) - set(PASSED_ENCODE_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"EmbeddingCache.encode() got {', '.join(unknown)}: the cache cannot tell whether "
+                f"{'it changes' if len(unknown) == 1 else 'they change'} the vectors, so it refuses "
+                f"{'it' if len(unknown) == 1 else 'them'}; it keys {', '.join(KEYED_ENCODE_OPTIONS)} and passes on "
+                f"{', '.join(PASSED_ENCODE_OPTIONS)}"
+            )
+        prompts = dict(getattr(model, "prompts", None) or {})
+        default_name = getattr(model, "default_prompt_name", None)
+        prompt, prompt_name = options.pop("prompt", None), options.pop("prompt_name", None)
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in prompts:
+                raise ValueError(f"EmbeddingCache.encode(): prompt_name {prompt_name!r} is not one of the model's "
+                                 f"prompts ({', '.join(map(repr, prompts)) or 'it has none'})")
+            prompt = prompts[prompt_name]
+        if prompt is not None:
+            options["prompt"] = prompt  # the text the key names is the text encoded
+        default_norm = bool((self.settings or {}).get("normalize_embeddings", False))
+        model_dim = getattr(model, "truncate_dim", None)
+        default = {"prompt": (prompts.get(default_name) if default_name else None) or "",
+                   "truncate_dim": None if model_dim is None else int(model_dim),
+                   "normalize_embeddings": default_norm, "task": None}
+        dim = options.get("truncate_dim")
+        variant = {
+            "prompt": default["prompt"] if prompt is None else prompt,
+            "truncate_dim": default["truncate_dim"] if dim is None else int(dim),
+            "normalize_embeddings": bool(options.get("normalize_embeddings", default_norm)),
+            "task": options.get("task"),
+        }
+        if variant == default:
+            return text_key, options
+        tag = json.dumps(variant, sort_keys=True)
+        return (lambda text: hashlib.sha1(f"{tag}\0{text}".encode("utf-8")).hexdigest()), options
 
     @staticmethod
     def _encode_chunk(model: SentenceTransformer, chunk: list[str], batch_size: int, autocast: torch.dtype | None,
@@ -443,13 +520,18 @@ class EmbeddingCache:
         return np.asarray(vecs, dtype=np.float32)
 
     def lookup(self, texts: Sequence[str]) -> np.ndarray:
-        """Cached vectors of ``texts``; a text that was never encoded raises ``KeyError`` naming it."""
+        """Cached vectors of ``texts`` made with the model's defaults (no keyed encode option); a text that was never
+        encoded raises ``KeyError`` naming it."""
+        return self._gather([text_key(t) for t in texts], texts)
+
+    def _gather(self, keys: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        """The cached vectors under ``keys`` (one per text of ``texts``, which name a missing one)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         try:
-            where = np.array([self._keys[text_key(t)] for t in texts], dtype=np.int64)
+            where = np.array([self._keys[k] for k in keys], dtype=np.int64)
         except KeyError:
-            t = next(t for t in texts if text_key(t) not in self._keys)
+            t = next(t for t, k in zip(texts, keys) if k not in self._keys)
             raise KeyError(f"text not in the embedding cache {str(self.dir)!r}: {t[:80]!r}") from None
         shard_ids = np.unique(where[:, 0])
         first = self._shard(int(shard_ids[0]))
@@ -485,8 +567,6 @@ class EmbeddingLookup(InputModule):
 
     def get_embedding_dimension(self) -> int:
         return int(self.weights.shape[1])
-
-    get_sentence_embedding_dimension = get_embedding_dimension  # sentence-transformers < 6.2
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, Any]:
         # Unknown texts get id -1 and fail in forward(): preprocessing alone (e.g. the trainer's model-card
@@ -540,3 +620,50 @@ def compose_with_encoder(encoder_path: str, head_model: SentenceTransformer, out
     model = SentenceTransformer(modules=[*encoder, *head], prompts=dict(encoder.prompts), device="cpu")
     model.save(str(output_path))
     return str(output_path)
+
+
+# ---------------------------------------------------------------------------------------------- frozen parameters
+def freeze_word_embeddings(model: SentenceTransformer, frozen: bool = True) -> int:
+    """Freeze (or unfreeze) the word-embedding matrix of a Transformer-based SentenceTransformer.
+
+    For e5-small the matrix is 96M of the 118M parameters; freezing it makes CPU fine-tuning of the
+    transformer layers cheaper (no gradient or optimizer state for it).
+
+    Returns:
+        The number of parameters whose ``requires_grad`` was set.
+
+    Example:
+        >>> from sentence_transformers_hybrid.models.e5 import convert_e5_small
+        >>> model = SentenceTransformer(convert_e5_small())   # ~30 s conversion (tests/test_convert.py freezes it)  # doctest: +SKIP
+        >>> freeze_word_embeddings(model)  # needs model above  # doctest: +SKIP
+        96014208
+
+    Any Transformer-based model, e.g. a tiny offline one::
+
+        >>> import tempfile
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> tiny = tiny_transformer_model(tempfile.mkdtemp(), ["hello world"])
+        >>> freeze_word_embeddings(tiny) == tiny[0].auto_model.get_input_embeddings().weight.numel()
+        True
+        >>> tiny[0].auto_model.get_input_embeddings().weight.requires_grad
+        False
+    """
+    emb = word_embeddings(model)
+    emb.weight.requires_grad_(not frozen)
+    return emb.weight.numel()
+
+
+def transformer_module(model: SentenceTransformer) -> torch.nn.Module:
+    """The model's Transformer module (the one with an ``auto_model`` and a ``tokenizer``); ``ValueError`` if none."""
+    for module in model.modules():
+        if hasattr(module, "auto_model") and hasattr(module, "tokenizer"):
+            return module
+    raise ValueError(f"{type(model).__name__}: no Transformer module (auto_model + tokenizer)")
+
+
+def word_embeddings(model: SentenceTransformer) -> torch.nn.Module:
+    """The input word-embedding layer of the model's Transformer (its ``weight`` is ``[vocabulary x hidden]``)."""
+    emb = transformer_module(model).auto_model.get_input_embeddings()
+    if emb is None or not hasattr(emb, "weight"):
+        raise ValueError("the Transformer's model has no input word-embedding matrix")
+    return emb

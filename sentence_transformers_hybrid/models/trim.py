@@ -27,10 +27,9 @@ from .e5 import (
     WeightTensor,
     build_e5_tokenizer,
     read_e5_weight_file,
-    transformer_module,
-    word_embeddings,
     write_e5_weight_file,
 )
+from .frozen import transformer_module, word_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ def trim_e5_weight_file(
     output_file: str | os.PathLike,
     model_file: str | os.PathLike | None = None,
     *,
-    normalization: Normalization = "sentencepiece",
+    normalization: Normalization = "nfc",
 ) -> str:
     """Write an ``E5S1`` weight file holding only the pieces ``texts`` use (+ specials, prompts).
 

@@ -311,10 +311,10 @@ def translate_file(
 
     * ``"jsonl"`` (``*.jsonl``): ParallelCorpus records ``{"group", "lang", "query", "passage"[, "source"]}``.
     * ``"squad"`` (``*.json``): a SQuAD-format file; questions become queries, their paragraph (or answer sentence,
-      ``squad_passage="sentence"``) the passage (:func:`~sentence_transformers_hybrid.data.sources.squad_to_corpus`).
+      ``squad_passage="sentence"``) the passage (:func:`~sentence_transformers_hybrid.data.squad.squad_to_corpus`).
     * ``"hf"``: a Hub data set id or a ``save_to_disk`` folder; either ParallelCorpus columns, or (query, passage)
       pairs named by ``query_column`` / ``passage_column``
-      (:func:`~sentence_transformers_hybrid.data.sources.pairs_to_corpus`). A folder written by
+      (:func:`~sentence_transformers_hybrid.data.pairs.pairs_to_corpus`). A folder written by
       ``ParallelCorpus.save_to_disk`` is read back as it is.
 
     Output: ``*.jsonl`` writes records; any other path a ``ParallelCorpus.save_to_disk`` folder that
