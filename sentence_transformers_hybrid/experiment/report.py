@@ -21,7 +21,7 @@ from .._utils import atomic_write_json, atomic_write_text
 from ..evaluation.retrieval import SETTINGS, setting_metrics
 from ..metrics.retrieval import LAREQA_METRICS
 from ..sampling.modes import MODES, PAPER_NAMES
-from ..sampling.trainer import write_sampler_config
+from ..sampling.factory import write_sampler_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import ParallelCorpus, RetrievalBenchmark
