@@ -27,6 +27,7 @@ from transformers import TrainerCallback
 from .._utils import atomic_write_text
 from ..data.pair_dataset import pair_layout
 from .modes import AlphaLike, alpha_record, describe_alpha, resolve_alpha
+from .plan import usable_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -90,14 +91,8 @@ class HybridBatchSamplerFactory:
     def __init__(self, corpus: ParallelCorpus, *, alpha: AlphaLike | None, mode: str, seed: int | None,
                  num_processes: int | None, num_epochs: float, sampler_class: Callable[..., BuiltSampler]) -> None:
         alpha = resolve_alpha(mode, alpha)
-        layout = pair_layout(corpus)
-        if mode in ("cross", "hybrid") and not (layout.n_lang >= 2).any():
-            raise ValueError(
-                f"mode={mode!r} needs groups in at least two languages, but every group of the corpus has one "
-                f"language ({layout.languages}); use mode='mono' or 'mixed', or add translations"
-            )
-        skipped = int((layout.n_lang < 2).sum())
-        if mode in ("cross", "hybrid") and skipped:
+        skipped = int((~usable_groups(pair_layout(corpus), mode)).sum())
+        if skipped:
             logger.warning(
                 f"mode={mode!r}: {skipped} group(s) exist in one language only and are left out of every epoch "
                 "(a single-language group cannot form a cross-lingual pair)"

@@ -18,7 +18,7 @@ from sentence_transformers.base.sampler import DefaultBatchSampler
 from ..data.pair_dataset import dataset_resolver, is_unchanged_pair_dataset, pair_layout
 from .factory import HybridBatchSamplerFactory
 from .modes import AlphaLike, alpha_record, resolve_alpha
-from .plan import EpochPlan, plan_epoch
+from .plan import EpochPlan, plan_epoch, usable_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -167,17 +167,7 @@ class HybridBatchSampler(DefaultBatchSampler):
     # -- validation and static counts (independent of the epoch, so __len__ is exact without building a plan)
     def _setup(self) -> None:
         lay, K, W = self.layout, self.global_batch_size, self.num_processes
-        multi = lay.n_lang >= 2
-        if self.mode in ("cross", "hybrid"):
-            if not multi.any():
-                raise ValueError(
-                    f"mode={self.mode!r} needs groups in at least two languages, but every group of the corpus has "
-                    f"one language ({lay.languages}); use mode='mono' or 'mixed', or add translations"
-                )
-            usable = multi
-        else:
-            usable = np.ones(lay.num_groups, dtype=bool)
-        self.usable = usable
+        self.usable = usable = usable_groups(lay, self.mode)
         n_src = np.bincount(lay.group_source[usable], minlength=len(lay.sources))
         self.source_groups = n_src
         full, rest = np.divmod(n_src, K)
