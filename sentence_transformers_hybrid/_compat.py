@@ -29,6 +29,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "frozen": ("models.frozen",),
     "hub": ("experiment.hub",),
     "report": ("experiment.report",),
+    "sampling.trainer": ("sampling.factory",),
 }
 
 

@@ -30,17 +30,21 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+def _imports(path: Path, typing_too: bool = False) -> list[tuple[str, list[str], int]]:
     """(imported module, names, line) for every run-time import of the package in ``path``, at any depth (imports
-    inside functions count; ``if TYPE_CHECKING:`` blocks do not)."""
-    mod = _module_name(path)
-    is_pkg = path.name == "__init__.py"
+    inside functions count; ``if TYPE_CHECKING:`` blocks count only with ``typing_too``: a type checker and a reader
+    follow them, the interpreter does not)."""
+    return _imports_in(path.read_text(encoding="utf-8"), _module_name(path), path.name == "__init__.py", typing_too)
+
+
+def _imports_in(source: str, mod: str, is_pkg: bool, typing_too: bool = False) -> list[tuple[str, list[str], int]]:
+    """:func:`_imports` of the source text of module ``mod``."""
     out = []
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = ast.parse(source)
     typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
                    for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
-        if id(node) in typing_only:  # annotations only: never imported at run time
+        if id(node) in typing_only and not typing_too:  # annotations only: never imported at run time
             continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -98,28 +102,57 @@ def test_metrics_import_nothing_of_ours():
             assert not others, (mod, others)
 
 
-def test_no_import_cycle():
-    graph = {m: {_resolve(t) for t, _, _ in _imports(p)} - {m} for m, p in MODULES.items()}
+def _find_cycle(typing_too: bool) -> str | None:
+    """The first import cycle among the package's modules (``a -> b -> a``), or ``None``."""
+    graph = {m: {_resolve(t) for t, _, _ in _imports(p, typing_too)} - {m} for m, p in MODULES.items()}
     # a package's __init__ importing its own submodules is how it re-exports them, not a cycle of logic
     for m in graph:
         graph[m] = {t for t in graph[m] if not (MODULES[m].name == "__init__.py" and t.startswith(m + "."))}
     state: dict[str, int] = {}
     stack: list[str] = []
 
-    def visit(m: str) -> None:
+    def visit(m: str) -> str | None:
         state[m] = 1
         stack.append(m)
         for t in sorted(graph.get(m, ())):
             if state.get(t) == 1:
-                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+                return " -> ".join(stack[stack.index(t):] + [t])
             if t not in state:
-                visit(t)
+                found = visit(t)
+                if found:
+                    return found
         stack.pop()
         state[m] = 2
+        return None
 
     for m in sorted(graph):
         if m not in state:
-            visit(m)
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle():
+    cycle = _find_cycle(typing_too=False)
+    assert cycle is None, f"import cycle: {cycle}"
+
+
+def test_no_import_cycle_counting_type_only_imports():
+    """``if TYPE_CHECKING:`` imports never run, but a type checker and a reader follow them: no cycle there either
+    (a ``typing.Protocol`` of what one module reads of another breaks one)."""
+    cycle = _find_cycle(typing_too=True)
+    assert cycle is None, f"import cycle (type-only imports counted): {cycle}"
+
+
+def test_type_only_imports_are_edges_of_the_cycle_check_only():
+    """The check above can fail: an ``if TYPE_CHECKING:`` import is seen with ``typing_too``, and only then."""
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..data.corpus import ParallelCorpus\n"
+              "from .modes import MODES\n")
+    runtime = [t for t, _, _ in _imports_in(source, f"{PKG}.sampling.x", is_pkg=False)]
+    every = [t for t, _, _ in _imports_in(source, f"{PKG}.sampling.x", is_pkg=False, typing_too=True)]
+    assert runtime == [f"{PKG}.sampling.modes"]
+    assert sorted(every) == [f"{PKG}.data.corpus", f"{PKG}.sampling.modes"]
 
 
 def test_no_private_name_is_imported_across_modules():
@@ -149,6 +182,30 @@ def test_old_module_paths_still_import_the_same_objects():
         from sentence_transformers_hybrid.convert import convert_e5_small, trim_vocabulary
         from sentence_transformers_hybrid.data.sources import pairs_to_corpus
 
+        from sentence_transformers_hybrid.sampling.trainer import SamplerConfigCallback, trainer_epoch
+
+    from sentence_transformers_hybrid.sampling import factory
+
+    assert SamplerConfigCallback is sth.SamplerConfigCallback and trainer_epoch is factory.trainer_epoch
     assert linear_cka is sth.linear_cka and layerwise_cka is sth.layerwise_cka
     assert convert_e5_small is sth.convert_e5_small and trim_vocabulary is sth.trim_vocabulary
     assert pairs_to_corpus is sth.pairs_to_corpus
+
+
+def test_the_package_never_imports_its_own_old_paths():
+    from sentence_transformers_hybrid._compat import MOVED
+
+    old = {f"{PKG}.{m}" for m in MOVED}
+    bad = [f"{p.relative_to(ROOT.parent)}:{line} imports {t} (moved: {MOVED[t[len(PKG) + 1:]]})"
+           for m, p in MODULES.items() for t, _, line in _imports(p, typing_too=True) if t in old]
+    assert not bad, "\n".join(bad)
+    assert not old & set(MODULES), f"an old path is a module again: {old & set(MODULES)}"
+
+
+def test_an_old_path_warns_once_imported():
+    import importlib
+    import sys
+
+    sys.modules.pop(f"{PKG}.sampling.trainer", None)
+    with pytest.warns(DeprecationWarning, match="sampling.trainer moved to sentence_transformers_hybrid.sampling.factory"):
+        importlib.import_module(f"{PKG}.sampling.trainer")

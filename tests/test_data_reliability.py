@@ -448,3 +448,118 @@ def test_wrongly_typed_jsonl_field_names_the_line(tmp_path):
         load_parallel_jsonl(path)
     corpus = load_parallel_jsonl(path, strict=False)
     assert corpus.groups == ["g1"] and corpus.report.issues[0].row == "line 2"
+
+
+# ---------------------------------------------------------------- the corpus's index cannot change under its layout
+def _two_by_two() -> ParallelCorpus:
+    return ParallelCorpus.from_records([
+        {"group": g, "lang": lang, "query": f"q{g}{lang}", "passage": f"p{g}{lang}"}
+        for g in ("g0", "g1") for lang in ("de", "en")
+    ])
+
+
+def test_corpus_index_arrays_cannot_be_changed_in_place():
+    corpus = _two_by_two()
+    with pytest.raises(ValueError, match="read-only"):
+        corpus.row_index[1, 1] = -1
+    with pytest.raises(ValueError, match="read-only"):
+        corpus.group_source[0] = 1
+    with pytest.raises(AttributeError, match="row_index is read-only"):
+        corpus.row_index = np.zeros((2, 2), dtype=np.int64)
+    with pytest.raises(AttributeError, match="group_source is read-only"):
+        corpus.group_source = np.zeros(2, dtype=np.int64)
+
+
+def test_corpus_keeps_its_own_copy_of_the_arrays_it_was_given():
+    """An edit of the caller's array (same shape) reaches neither the corpus nor its cached pair layout."""
+    import pyarrow as pa
+
+    from sentence_transformers_hybrid.data.pair_dataset import pair_layout
+
+    row_index = np.array([[0, 1], [2, 3]], dtype=np.int64)
+    texts = pa.array(["a", "b", "c", "d"], pa.large_string())
+    corpus = ParallelCorpus(["g0", "g1"], ["de", "en"], row_index, texts, texts)
+    assert pair_layout(corpus).num_pairs == 8
+    row_index[1, 1] = -1
+    assert corpus.row_index.tolist() == [[0, 1], [2, 3]]
+    assert pair_layout(corpus).num_pairs == 8 and len(corpus.to_dataset()) == 8
+
+
+def test_a_copied_or_unpickled_corpus_is_read_only_too():
+    import copy
+    import pickle
+
+    corpus = _two_by_two()
+    for clone in (copy.deepcopy(corpus), pickle.loads(pickle.dumps(corpus))):
+        assert clone.row_index.tolist() == corpus.row_index.tolist()
+        with pytest.raises(ValueError, match="read-only"):
+            clone.row_index[0, 0] = -1
+
+
+class _PlainCorpus:
+    """What the pair index reads of a corpus (``data.pair_dataset.GroupedRows``), with writeable arrays."""
+
+    def __init__(self) -> None:
+        import pyarrow as pa
+
+        self.groups, self.languages, self.sources = ["g0", "g1"], ["de", "en"], ["default"]
+        self.row_index = np.array([[0, 1], [2, 3]], dtype=np.int64)
+        self.group_source = np.zeros(2, dtype=np.int64)
+        self.query_column = self.passage_column = pa.array(["a", "b", "c", "d"], pa.large_string())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+def test_pair_layout_follows_an_edit_that_keeps_the_shape():
+    """A corpus whose arrays can be written to: the cached layout is checked against their content, so an edit
+    that keeps every count is never answered with the stale layout."""
+    from sentence_transformers_hybrid.data.pair_dataset import pair_layout
+
+    corpus = _PlainCorpus()
+    before = pair_layout(corpus)
+    assert pair_layout(corpus) is before and before.num_pairs == 8
+    corpus.row_index[1, 1] = -1  # g1 loses 'en': same groups, same languages, same shape
+    after = pair_layout(corpus)
+    assert after is not before and after.num_pairs == 5 and after.signature != before.signature
+    corpus.languages[1] = "fr"  # a renamed language is another corpus too
+    assert pair_layout(corpus).languages == ["de", "fr"]
+
+
+# ---------------------------------------------------------------- a group's source is its first row's, by contract
+class _OtherOrderArray(np.ndarray):
+    """An array whose repeated fancy-index writes land in another order than today's NumPy does them: NumPy does not
+    promise which of several writes to one element is kept, so no result may depend on it."""
+
+    def __setitem__(self, key, value):
+        keys = key if isinstance(key, tuple) else (key,)
+        if (all(isinstance(k, np.ndarray) and k.ndim == 1 and k.dtype.kind in "iu" for k in keys)
+                and np.ndim(value) == 1):
+            flipped = tuple(k[::-1] for k in keys)
+            return super().__setitem__(flipped if isinstance(key, tuple) else flipped[0], np.asarray(value)[::-1])
+        return super().__setitem__(key, value)
+
+
+def _numpy_writing_in_another_order():
+    import types
+
+    numpy = types.ModuleType("numpy_in_another_order")
+    numpy.__getattr__ = lambda name: getattr(np, name)
+    numpy.full = lambda *args, **kwargs: np.full(*args, **kwargs).view(_OtherOrderArray)
+    return numpy
+
+
+@pytest.mark.parametrize("numpy_order", ["today's", "another"])
+def test_the_first_row_of_a_group_names_its_source(monkeypatch, numpy_order):
+    from sentence_transformers_hybrid.data import corpus as corpus_module
+
+    if numpy_order == "another":
+        monkeypatch.setattr(corpus_module, "np", _numpy_writing_in_another_order())
+    records = [{"group": "g1", "lang": lang, "query": f"q {lang}", "passage": f"p {lang}", "source": src}
+               for lang, src in (("en", "wiki"), ("de", "news"), ("fr", "news"))]
+    records.append({"group": "g2", "lang": "en", "query": "q2", "passage": "p2", "source": "news"})
+    with pytest.raises(DataValidationError, match=r"row 1.*source 'news' differs from the group's source 'wiki'"):
+        ParallelCorpus.from_records(records)
+    corpus = ParallelCorpus.from_records(records, strict=False)
+    assert [(r["group"], r["lang"], r["source"]) for r in corpus.to_records()] == [("g1", "en", "wiki"), ("g2", "en", "news")]
+    assert sorted(i.row for i in corpus.report) == [1, 2]

@@ -126,6 +126,10 @@ def test_model_card_names_sampler_mode_alpha_seed_data_and_results(smoke_run):
     assert f"{run['multi_map@20']:.3f}" in card
     sampler_cfg = json.loads((out / "models" / "hybrid" / "hybrid_sampler_config.json").read_text())
     assert sampler_cfg["mode"] == "hybrid" and sampler_cfg["alpha"] == 0.5
+    for mode in ("mono", "cross"):  # runs that never used alpha record none
+        sampler_cfg = json.loads((out / "models" / mode / "hybrid_sampler_config.json").read_text())
+        assert sampler_cfg["mode"] == mode and "alpha" not in sampler_cfg
+        assert "alpha =" not in (out / "models" / mode / "README.md").read_text()
 
 
 def test_saved_model_reproduces_the_evaluated_embeddings(smoke_run, data_dir):
@@ -156,7 +160,9 @@ def test_smoke_runs_trained_the_batches_of_their_mode_and_moved_the_weights(smok
                                 ("hybrid-a0.5-s0", "hybrid", {"mono", "cross"})):
         cfg = json.loads((out / "runs" / f"{run_id}.json").read_text())["sampler"]
         assert cfg["mode"] == mode and cfg["batch_size"] == preset.batch_size
-        sampler = HybridBatchSampler.configure(corpus, mode=cfg["mode"], alpha=cfg["alpha"] if mode == "hybrid" else 0.5,
+        # alpha is recorded where it applies only: a mono or cross run never drew a batch type
+        assert (cfg.get("alpha"), "alpha" in cfg) == ((preset.alpha, True) if mode == "hybrid" else (None, False)), run_id
+        sampler = HybridBatchSampler.configure(corpus, mode=cfg["mode"], alpha=cfg.get("alpha"),
                                                num_processes=cfg["num_processes"])(
             ds, batch_size=cfg["batch_size"], drop_last=cfg["drop_last"], seed=cfg["seed"])
         epochs = -(-preset.max_steps // len(sampler))
@@ -210,6 +216,31 @@ def test_push_is_a_dry_run_by_default(smoke_run, capsys):
 def test_push_refuses_a_folder_without_card(tmp_path):
     with pytest.raises(FileNotFoundError, match="modules.json"):
         push_model(tmp_path, "me/x")
+
+
+@pytest.mark.parametrize("name", ["finetune", "cpu"])
+def test_committed_experiment_records_are_still_the_runs_this_code_plans(name):
+    """docs/results/<preset>: the preset, run ids and run set the code plans today are the committed ones, so
+    ``st-hybrid experiment --output-dir`` a copy of it resumes the finished runs (no refusal, nothing rerun); the
+    sampler's recorded alpha (now hybrid's alone) is no part of the run id nor of the configuration key."""
+    import dataclasses
+    from pathlib import Path
+
+    from sentence_transformers_hybrid.experiment.runner import config_differences, missing_runs
+
+    folder = Path(__file__).resolve().parent.parent / "docs" / "results" / name
+    stored = json.loads((folder / "config.json").read_text())
+    preset = resolve_preset(name)
+    requested = {"preset": preset.to_dict(), "data_dir": stored["data_dir"], "model_path": stored["model_path"],
+                 "model_fingerprint": stored["model_fingerprint"],
+                 "runs": [dataclasses.asdict(r) | {"run_id": r.run_id} for r in plan_runs(preset)]}
+    assert config_differences(stored, requested) == []
+    assert requested["runs"] == stored["runs"]
+    if (folder / "runs").is_dir():
+        assert missing_runs(folder, requested) == []
+        for run in stored["runs"]:
+            record = json.loads((folder / "runs" / f"{run['run_id']}.json").read_text())
+            assert (record["mode"], record["alpha"], record["seed"]) == (run["mode"], run["alpha"], run["seed"])
 
 
 def test_plan_runs_modes_seeds_and_sweep():

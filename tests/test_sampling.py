@@ -70,7 +70,7 @@ def parse(ds, batch):
     return out
 
 
-def sampler_for(corpus, batch_size, mode="hybrid", alpha=0.5, W=1, drop_last=False, seed=0, ds=None):
+def sampler_for(corpus, batch_size, mode="hybrid", alpha=None, W=1, drop_last=False, seed=0, ds=None):
     ds = corpus.to_dataset() if ds is None else ds
     return HybridBatchSampler.configure(corpus, alpha=alpha, mode=mode, num_processes=W)(
         ds, batch_size=batch_size, drop_last=drop_last, seed=seed
@@ -342,6 +342,83 @@ def test_instance_instead_of_factory_raises():
         instance(ds, batch_size=4, drop_last=False, valid_label_columns=None, generator=None, seed=0)
 
 
+# ---------------------------------------------------------------------------------------------------- alpha is hybrid's
+@pytest.mark.parametrize("mode", ["mono", "cross", "mixed"])
+def test_a_mode_without_alpha_records_none(mode):
+    corpus = make_corpus(20, ["de", "en"])
+    factory = HybridBatchSampler.configure(corpus, mode=mode)
+    assert "alpha" not in factory.config() and "alpha" not in repr(factory)
+    sampler = factory(corpus.to_dataset(), batch_size=4, drop_last=False)
+    assert sampler.alpha is None and "alpha" not in sampler.config() and sampler.config()["mode"] == mode
+    with pytest.raises(ValueError, match=f"mode='{mode}' has no alpha"):
+        sampler.alpha_at(np.array([0.5]))
+
+
+def test_hybrid_alpha_defaults_to_the_papers_and_is_recorded():
+    corpus = make_corpus(20, ["de", "en"])
+    factory = HybridBatchSampler.configure(corpus)
+    sampler = factory(corpus.to_dataset(), batch_size=4, drop_last=False)
+    assert factory.config()["alpha"] == sampler.config()["alpha"] == 0.5
+    assert HybridBatchSampler.configure(corpus, alpha=0.25)(corpus.to_dataset(), 4, False).config()["alpha"] == 0.25
+
+
+@pytest.mark.parametrize("mode", ["mono", "cross", "mixed"])
+def test_alpha_given_with_another_mode_is_refused_naming_it(mode):
+    corpus = make_corpus(20, ["de", "en"])
+    with pytest.raises(ValueError, match=f"alpha=0.3 applies to mode='hybrid' only; mode='{mode}' has no alpha"):
+        HybridBatchSampler.configure(corpus, alpha=0.3, mode=mode)
+    with pytest.raises(ValueError, match="applies to mode='hybrid' only"):
+        HybridBatchSampler(corpus.to_dataset(), 4, False, mode=mode, alpha=0.5, corpus=corpus, num_processes=1)
+
+
+def test_a_mono_run_through_the_stock_trainer_records_no_alpha(tmp_path):
+    """hybrid_sampler_config.json and the model card of a run that never mixed batch types hold no alpha."""
+    corpus = make_corpus(24, ["de", "en"])
+    _, model, _, _ = _train(corpus, tmp_path / "run", max_steps=4, save_steps=2, mode="mono")
+    for where in (tmp_path / "run" / "checkpoint-2", tmp_path / "run"):
+        cfg = json.loads((where / "hybrid_sampler_config.json").read_text())
+        assert cfg["mode"] == "mono" and "alpha" not in cfg, cfg
+    model.save_pretrained(str(tmp_path / "final"))
+    card = (tmp_path / "final" / "README.md").read_text()
+    line = next(x for x in card.splitlines() if "`batch_sampler`" in x)
+    assert '"mode": "mono"' in line and '"alpha"' not in line, line
+
+
+# ---------------------------------------------------------------------------------------------------- world size
+def test_world_size_fails_loudly_when_accelerate_cannot_tell(monkeypatch):
+    """Planning for one process under DDP would put one group into several ranks' batches: no silent 1."""
+    import accelerate
+
+    from sentence_transformers_hybrid.sampling.sampler import world_size
+
+    class BrokenState:
+        def __init__(self):
+            raise RuntimeError("NCCL could not initialise")
+
+    monkeypatch.setattr(accelerate, "PartialState", BrokenState)
+    with pytest.raises(RuntimeError, match=r"PartialState\(\) failed \(RuntimeError: NCCL could not initialise\).*"
+                                           r"num_processes="):
+        world_size()
+    corpus = make_corpus(20, ["de", "en"])
+    with pytest.raises(RuntimeError, match="cannot tell the number of processes"):
+        HybridBatchSampler.configure(corpus)(corpus.to_dataset(), batch_size=4, drop_last=False)
+    sampler = HybridBatchSampler.configure(corpus, num_processes=1)(corpus.to_dataset(), batch_size=4, drop_last=False)
+    assert sampler.num_processes == 1  # told, so never asked
+
+
+def test_world_size_without_accelerate_is_one_process_unless_launched_distributed(monkeypatch):
+    import sys
+
+    from sentence_transformers_hybrid.sampling.sampler import world_size
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # "import accelerate" raises ImportError
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"WORLD_SIZE='2'.*accelerate is not installed.*num_processes="):
+        world_size()
+
+
 def test_factory_pickles_without_corpus_or_lambda():
     corpus = make_corpus(20, ["de", "en"])
     factory = HybridBatchSampler.configure(corpus, alpha=lambda p: 0.5 * (1 - p))
@@ -349,6 +426,24 @@ def test_factory_pickles_without_corpus_or_lambda():
     assert clone.corpus is None and clone.alpha["values"]["0"] == 0.5
     with pytest.raises(ValueError, match="unpickled"):
         clone(corpus.to_dataset(), batch_size=4, drop_last=False)
+
+
+def test_a_factory_pickled_under_its_old_module_path_still_loads():
+    """Checkpoints' training_args.bin pickled the factory as sampling.trainer.HybridBatchSamplerFactory."""
+    import sys
+    import warnings
+
+    from sentence_transformers_hybrid.sampling.factory import HybridBatchSamplerFactory
+
+    data = pickle.dumps(HybridBatchSampler.configure(make_corpus(20, ["de", "en"]), mode="mono"))
+    old = data.replace(b"sentence_transformers_hybrid.sampling.factory", b"sentence_transformers_hybrid.sampling.trainer")
+    assert old != data
+    sys.modules.pop("sentence_transformers_hybrid.sampling.trainer", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clone = pickle.loads(old)
+    assert type(clone) is HybridBatchSamplerFactory and clone.mode == "mono" and clone.corpus is None
+    assert any(issubclass(w.category, DeprecationWarning) and "sampling.factory" in str(w.message) for w in caught)
 
 
 # ---------------------------------------------------------------------------------------------------- loss
@@ -403,12 +498,12 @@ def test_hybrid_loss_cached_path_is_cached_mnrl_with_the_same_loss(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
-def _train(corpus, out, max_steps, save_steps=None, resume=None, per_device=8):
+def _train(corpus, out, max_steps, save_steps=None, resume=None, per_device=8, mode="hybrid"):
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     model = _tiny_model([r["query"] + r["passage"] for r in corpus.to_records()])
-    factory = HybridBatchSampler.configure(corpus, alpha=0.5, mode="hybrid")
+    factory = HybridBatchSampler.configure(corpus, alpha=0.5 if mode == "hybrid" else None, mode=mode)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out), per_device_train_batch_size=per_device, learning_rate=3e-5, weight_decay=0.01,
         batch_sampler=factory,

@@ -49,6 +49,13 @@ def record_problems(rec: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _frozen(array: Any) -> np.ndarray:
+    """An int64 copy of ``array`` that cannot be written to (no caller keeps a writeable alias of it)."""
+    out = np.array(array, dtype=np.int64, copy=True)
+    out.flags.writeable = False
+    return out
+
+
 def _describe(value: Any) -> str:
     """``None``, or the type and a short repr of ``value``, for error messages."""
     if value is None:
@@ -99,17 +106,45 @@ class ParallelCorpus:
     ) -> None:
         self.groups = list(groups)
         self.languages = list(languages)
-        self.row_index = np.asarray(row_index, dtype=np.int64)
+        self._row_index = _frozen(row_index)
         self._queries = queries
         self._passages = passages
         self.sources = list(sources)
-        self.group_source = (
-            np.zeros(len(self.groups), dtype=np.int64) if group_source is None else np.asarray(group_source, np.int64)
-        )
+        self._group_source = _frozen(np.zeros(len(self.groups), dtype=np.int64) if group_source is None else group_source)
         self.report = report if report is not None else ValidationReport()
-        if self.row_index.shape != (len(self.groups), len(self.languages)):
-            raise ValueError(f"row_index has shape {self.row_index.shape}, expected {(len(self.groups), len(self.languages))}")
+        if self._row_index.shape != (len(self.groups), len(self.languages)):
+            raise ValueError(f"row_index has shape {self._row_index.shape}, expected {(len(self.groups), len(self.languages))}")
+        if self._group_source.shape != (len(self.groups),):
+            raise ValueError(f"group_source has shape {self._group_source.shape}, expected {(len(self.groups),)}")
         self._group_pos: dict[str, int] | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # pickle and copy.deepcopy give writeable arrays back: freeze them again
+        self.__dict__.update(state)
+        self._row_index, self._group_source = _frozen(self._row_index), _frozen(self._group_source)
+
+    @property
+    def row_index(self) -> np.ndarray:
+        """int64 ``[groups, languages]``: the row of group ``g`` in language ``languages[l]``, ``-1`` where missing.
+
+        Read-only (the corpus's own copy, ``writeable=False``): the pair index and the training dataset built on it
+        are cached per corpus, so an edit would leave them describing another corpus. Build a new corpus instead
+        (e.g. :meth:`select_languages`, or :meth:`from_records` of edited :meth:`to_records`).
+        """
+        return self._row_index
+
+    @row_index.setter
+    def row_index(self, value: Any) -> None:
+        raise AttributeError("ParallelCorpus.row_index is read-only (the pair index is cached on it); build a new corpus")
+
+    @property
+    def group_source(self) -> np.ndarray:
+        """int64 ``[groups]``: the index into ``sources`` of each group's source. Read-only, like :attr:`row_index`."""
+        return self._group_source
+
+    @group_source.setter
+    def group_source(self, value: Any) -> None:
+        raise AttributeError("ParallelCorpus.group_source is read-only (the pair index is cached on it); build a new corpus")
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -252,10 +287,11 @@ class ParallelCorpus:
 
         for row in np.flatnonzero(dup_mask):
             validator.problem(f"duplicate (group, lang): also at row {int(first[inverse[row]])}", **where(row))
-        # source must be constant within a group
+        # source must be constant within a group: the group's first row names it (group codes are 0..n-1 in
+        # first-appearance order, so np.unique's first indices are in group order)
         source_codes, sources = _encode(table["source"])
-        group_source = np.full(len(groups), -1, dtype=np.int64)
-        group_source[group_codes[::-1]] = source_codes[::-1]  # first row of each group wins
+        _, first_row = np.unique(group_codes, return_index=True)
+        group_source = source_codes[first_row]
         bad_source = source_codes != group_source[group_codes]
         for row in np.flatnonzero(bad_source & ~dup_mask):
             validator.problem(

@@ -9,7 +9,8 @@ prompts (``{"query": "Query: ", "passage": "Passage: "}``) and the loss see ordi
 (:mod:`sentence_transformers_hybrid.sampling`) work on.
 
 This lives in the data layer, not in ``sampling/``, because ``ParallelCorpus.to_dataset()`` returns it and the data
-layer imports nothing above it.
+layer imports nothing above it. It reads a corpus through :class:`GroupedRows` (what it needs of one), so it does not
+import :mod:`.corpus`, which imports it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import hashlib
 import json
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -26,14 +27,43 @@ import pyarrow as pa
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
-    from .corpus import ParallelCorpus
-
 PAIR_COLUMN = "pair_id"
 
 __all__ = [
-    "PAIR_COLUMN", "PairLayout", "PairResolver", "dataset_resolver", "is_unchanged_pair_dataset", "pair_layout",
-    "training_dataset",
+    "PAIR_COLUMN", "GroupedRows", "PairLayout", "PairResolver", "dataset_resolver", "is_unchanged_pair_dataset",
+    "pair_layout", "training_dataset",
 ]
+
+
+class GroupedRows(Protocol):
+    """What the pair index reads of a corpus (:class:`~sentence_transformers_hybrid.data.ParallelCorpus` has it all).
+
+    ``row_index`` and ``group_source`` must not change after the layout is built (``ParallelCorpus`` makes them
+    read-only arrays); the layout cache of :func:`pair_layout` is keyed on these two arrays and on the names.
+    """
+
+    groups: list[str]
+    languages: list[str]
+    sources: list[str]
+
+    @property
+    def row_index(self) -> np.ndarray:
+        """int64 ``[groups, languages]``: row id of each (group, language), ``-1`` where missing."""
+
+    @property
+    def group_source(self) -> np.ndarray:
+        """int64 ``[groups]``: index into ``sources`` of each group."""
+
+    @property
+    def query_column(self) -> pa.Array | pa.ChunkedArray:
+        """Query texts by row id."""
+
+    @property
+    def passage_column(self) -> pa.Array | pa.ChunkedArray:
+        """Passage texts by row id."""
+
+    def __len__(self) -> int:
+        """Number of groups."""
 
 
 class PairLayout:
@@ -44,7 +74,7 @@ class PairLayout:
     Every id in ``[0, num_pairs)`` is a valid pair, so every dataset row resolves. Memory: O(groups + rows).
     """
 
-    def __init__(self, corpus: ParallelCorpus) -> None:
+    def __init__(self, corpus: GroupedRows) -> None:
         row_index = np.asarray(corpus.row_index)
         if row_index.ndim != 2 or row_index.shape[0] == 0 or row_index.shape[1] == 0:
             raise ValueError(f"the corpus is empty: row_index has shape {row_index.shape}")
@@ -78,11 +108,20 @@ class PairLayout:
         # rank of each present language among its group's languages (-1 where absent)
         rank_dtype = np.int8 if self.num_languages < 128 else np.int32
         self.lang_rank = np.where(mask, np.cumsum(mask, axis=1, dtype=rank_dtype) - 1, -1).astype(rank_dtype)
-        digest = hashlib.blake2b(digest_size=8)
-        for arr in (row_index, self.group_source):
-            digest.update(np.ascontiguousarray(arr).tobytes())
-        digest.update(json.dumps([self.languages, self.sources]).encode())
-        self.signature = digest.hexdigest()
+        self.signature = _signature(row_index, self.group_source, self.languages, self.sources)
+        self._source_arrays = (corpus.row_index, corpus.group_source)  # what describes() compares by identity
+
+    def describes(self, corpus: GroupedRows) -> bool:
+        """Whether this layout is still the index of ``corpus``: the same read-only ``row_index`` and ``group_source``
+        arrays it was built from (a frozen array cannot have changed), else the same content, and the same
+        language and source names."""
+        if list(corpus.languages) != self.languages or list(corpus.sources) != self.sources:
+            return False
+        rows, src = corpus.row_index, corpus.group_source
+        if (rows is self._source_arrays[0] and src is self._source_arrays[1]
+                and not _writeable(rows) and not _writeable(src)):
+            return True
+        return _signature(rows, src, self.languages, self.sources) == self.signature
 
     # -- pair ids <-> (group, query language, passage language)
     def pair_ids(self, groups: np.ndarray, x_rank: np.ndarray, y_rank: np.ndarray) -> np.ndarray:
@@ -119,13 +158,28 @@ class PairLayout:
         return int(sum(a.nbytes for a in arrays))
 
 
+def _writeable(array: Any) -> bool:
+    return not isinstance(array, np.ndarray) or bool(array.flags.writeable)
+
+
+def _signature(row_index: Any, group_source: Any, languages: list[str], sources: list[str]) -> str:
+    """A digest of the pair index's content: the two arrays (as int64) and the names."""
+    digest = hashlib.blake2b(digest_size=8)
+    for arr in (row_index, group_source):
+        digest.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    digest.update(json.dumps([list(languages), list(sources)]).encode())
+    return digest.hexdigest()
+
+
 _LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def pair_layout(corpus: ParallelCorpus) -> PairLayout:
-    """The (cached) :class:`PairLayout` of ``corpus``."""
+def pair_layout(corpus: GroupedRows) -> PairLayout:
+    """The (cached) :class:`PairLayout` of ``corpus``, rebuilt when it no longer describes it
+    (:meth:`PairLayout.describes`: free for a :class:`~sentence_transformers_hybrid.data.ParallelCorpus`, whose
+    arrays are read-only; a content digest for a corpus with writeable ones)."""
     layout = _LAYOUTS.get(corpus)
-    if layout is None or layout.num_groups != len(corpus) or layout.num_languages != len(corpus.languages):
+    if layout is None or not layout.describes(corpus):
         layout = PairLayout(corpus)
         _LAYOUTS[corpus] = layout
     return layout
@@ -138,7 +192,7 @@ class PairResolver:
     for DataLoader workers.
     """
 
-    def __init__(self, corpus: ParallelCorpus, layout: PairLayout) -> None:
+    def __init__(self, corpus: GroupedRows, layout: PairLayout) -> None:
         self.queries = corpus.query_column
         self.passages = corpus.passage_column
         self.layout = layout
@@ -154,7 +208,7 @@ class PairResolver:
         return f"PairResolver(pairs={self.layout.num_pairs}, signature={self.layout.signature})"
 
 
-def training_dataset(corpus: ParallelCorpus) -> Dataset:
+def training_dataset(corpus: GroupedRows) -> Dataset:
     """The ``train_dataset`` to pair with :class:`~sentence_transformers_hybrid.HybridBatchSampler`: one row per
     (group, query language, passage language) the corpus can form.
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from .._utils import atomic_write_json, atomic_write_text
 from ..evaluation.retrieval import SETTINGS, pair_matrix
-from ..sampling.trainer import write_sampler_config
+from ..sampling.factory import write_sampler_config
+from ..sampling.modes import alpha_record
 from .claims import check_claims
 from .plots import bias_points, plot_alpha_sweep, plot_bias_scatter, plot_cka_by_layer, plot_matrix
 from .stats import (
@@ -272,8 +273,8 @@ def write_model_card(model_dir: str | Path, preset: Preset, spec: RunSpec, recor
         "model-index": model_index(name, bench.name.upper(), bench.name, record),
     }
     if sampler_config is None:  # the run's own record is the trainer's; this is what a card without it can say
-        sampler_config = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "batch_size": preset.batch_size,
-                          "languages": corpus.languages, "sources": corpus.sources}
+        sampler_config = {"mode": spec.mode, **alpha_record(spec.alpha), "seed": spec.seed,
+                          "batch_size": preset.batch_size, "languages": corpus.languages, "sources": corpus.sources}
     write_sampler_config(model_dir, sampler_config)
     rows = "\n".join(
         f"| {s} | {format_value(record.get(f'{s}_map@20'))} | {format_value(record.get(f'{s}_recall@10'))} | "

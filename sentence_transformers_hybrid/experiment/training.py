@@ -197,7 +197,7 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
     # transformers 5 takes the warmup ratio as a float warmup_steps; 4.x has warmup_ratio
     warmup = ({"warmup_steps": float(preset.warmup_ratio)} if int(transformers.__version__.split(".")[0]) >= 5
               else {"warmup_ratio": preset.warmup_ratio})
-    sampler = HybridBatchSampler.configure(corpus, mode=spec.mode, alpha=spec.alpha if spec.alpha is not None else 0.5)
+    sampler = HybridBatchSampler.configure(corpus, mode=spec.mode, alpha=spec.alpha)  # alpha: None but for hybrid
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=preset.batch_size,

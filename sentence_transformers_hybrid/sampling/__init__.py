@@ -3,21 +3,23 @@
 * :mod:`.modes`: the batch modes and their paper names; ``alpha`` checks;
 * :mod:`.plan`: the pure numpy epoch planner (:func:`plan_epoch`, :class:`EpochPlan`);
 * :mod:`.sampler`: :class:`HybridBatchSampler`;
-* :mod:`.trainer`: the factory ``HybridBatchSampler.configure(...)`` returns, :class:`SamplerConfigCallback`, and the
-  writer of ``hybrid_sampler_config.json``.
+* :mod:`.factory`: the factory ``HybridBatchSampler.configure(...)`` returns, :class:`SamplerConfigCallback`, and the
+  writer of ``hybrid_sampler_config.json`` (``sampling.trainer``, its old name, still imports with a
+  ``DeprecationWarning``).
 
 The training dataset the sampler draws from (``corpus.to_dataset()``) is built in the data layer,
 :mod:`sentence_transformers_hybrid.data.pair_dataset`; its names are re-exported here.
 """
 
 from ..data.pair_dataset import PAIR_COLUMN, PairLayout, PairResolver, pair_layout, training_dataset
-from .modes import EXPERIMENT_MODES, MODES, PAPER_NAMES, describe_alpha
+from .factory import CONFIG_FILE, HybridBatchSamplerFactory, SamplerConfigCallback, write_sampler_config
+from .modes import DEFAULT_ALPHA, EXPERIMENT_MODES, MODES, PAPER_NAMES, describe_alpha
 from .plan import EpochPlan, plan_epoch
 from .sampler import HybridBatchSampler
-from .trainer import CONFIG_FILE, HybridBatchSamplerFactory, SamplerConfigCallback, write_sampler_config
 
 __all__ = [
     "CONFIG_FILE",
+    "DEFAULT_ALPHA",
     "EXPERIMENT_MODES",
     "EpochPlan",
     "HybridBatchSampler",

@@ -13,7 +13,23 @@ import numpy as np
 
 from ..data.pair_dataset import PairLayout
 
-__all__ = ["EpochPlan", "plan_epoch"]
+__all__ = ["EpochPlan", "plan_epoch", "usable_groups"]
+
+
+def usable_groups(layout: PairLayout, mode: str) -> np.ndarray:
+    """bool ``[groups]``: the groups ``mode`` can use (``cross`` and ``hybrid``: those in two languages or more).
+
+    Raises ``ValueError`` when a cross-lingual mode has no such group (the factory and the sampler both ask).
+    """
+    if mode not in ("cross", "hybrid"):
+        return np.ones(layout.num_groups, dtype=bool)
+    multi = layout.n_lang >= 2
+    if not multi.any():
+        raise ValueError(
+            f"mode={mode!r} needs groups in at least two languages, but every group of the corpus has one language "
+            f"({layout.languages}); use mode='mono' or 'mixed', or add translations"
+        )
+    return multi
 
 
 @dataclass

@@ -8,6 +8,7 @@ determinism and DDP rules, and a runnable example.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +16,9 @@ import numpy as np
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
 from ..data.pair_dataset import dataset_resolver, is_unchanged_pair_dataset, pair_layout
-from .modes import AlphaLike, check_mode_alpha, describe_alpha
-from .plan import EpochPlan, plan_epoch
-from .trainer import HybridBatchSamplerFactory
+from .factory import HybridBatchSamplerFactory
+from .modes import AlphaLike, alpha_record, resolve_alpha
+from .plan import EpochPlan, plan_epoch, usable_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -74,8 +75,10 @@ class HybridBatchSampler(DefaultBatchSampler):
             on the global torch RNG state (which is what makes resuming exact).
         seed: base seed; the trainer passes ``args.seed`` unless :meth:`configure` fixed one.
         mode: ``"hybrid"``, ``"mono"``, ``"cross"`` or ``"mixed"``.
-        alpha: probability of a mono batch in ``hybrid`` mode, or a callable of progress in [0, 1].
-        num_processes: ``W``; default: ``accelerate.PartialState().num_processes``.
+        alpha: probability of a mono batch in ``hybrid`` mode, or a callable of progress in [0, 1]; default 0.5 (the
+            paper's). Other modes have none: leave it ``None`` (an ``alpha`` given with them is a ``ValueError``).
+        num_processes: ``W``; default: ``accelerate.PartialState().num_processes`` (:func:`world_size`: an error
+            when accelerate cannot tell).
         num_epochs: training length used for ``alpha(progress)`` until a trainer reports its own (the
             :class:`SamplerConfigCallback` sets :attr:`total_batches` from ``state.max_steps``).
         corpus: the corpus the factory was configured with, to check the dataset against.
@@ -102,7 +105,7 @@ class HybridBatchSampler(DefaultBatchSampler):
         seed: int = 0,
         *,
         mode: str = "hybrid",
-        alpha: AlphaLike = 0.5,
+        alpha: AlphaLike | None = None,
         num_processes: int | None = None,
         num_epochs: float = 1.0,
         corpus: ParallelCorpus | None = None,
@@ -115,7 +118,7 @@ class HybridBatchSampler(DefaultBatchSampler):
             generator=generator,
             seed=seed,
         )
-        check_mode_alpha(mode, alpha)
+        alpha = resolve_alpha(mode, alpha)
         if corpus is None:
             raise ValueError(
                 "HybridBatchSampler was built without its corpus (batch_sampler=HybridBatchSampler, the class, gives "
@@ -131,14 +134,13 @@ class HybridBatchSampler(DefaultBatchSampler):
                 "train_dataset=corpus.to_dataset() for the same corpus given to HybridBatchSampler.configure()."
             )
         layout = resolver.layout
-        if corpus is not None:
-            mine = pair_layout(corpus)
-            if mine.signature != layout.signature:
-                raise ValueError(
-                    "train_dataset was made by to_dataset() of another corpus than the one given to "
-                    f"HybridBatchSampler.configure(): {layout.num_groups} groups x {layout.languages} "
-                    f"(sources {layout.sources}) vs {mine.num_groups} groups x {mine.languages} (sources {mine.sources})"
-                )
+        mine = pair_layout(corpus)
+        if mine.signature != layout.signature:
+            raise ValueError(
+                "train_dataset was made by to_dataset() of another corpus than the one given to "
+                f"HybridBatchSampler.configure(): {layout.num_groups} groups x {layout.languages} "
+                f"(sources {layout.sources}) vs {mine.num_groups} groups x {mine.languages} (sources {mine.sources})"
+            )
         if not is_unchanged_pair_dataset(dataset, layout):
             raise ValueError(
                 f"train_dataset ({len(dataset)} rows) is not corpus.to_dataset() as made ({layout.num_pairs} rows, row "
@@ -165,17 +167,7 @@ class HybridBatchSampler(DefaultBatchSampler):
     # -- validation and static counts (independent of the epoch, so __len__ is exact without building a plan)
     def _setup(self) -> None:
         lay, K, W = self.layout, self.global_batch_size, self.num_processes
-        multi = lay.n_lang >= 2
-        if self.mode in ("cross", "hybrid"):
-            if not multi.any():
-                raise ValueError(
-                    f"mode={self.mode!r} needs groups in at least two languages, but every group of the corpus has "
-                    f"one language ({lay.languages}); use mode='mono' or 'mixed', or add translations"
-                )
-            usable = multi
-        else:
-            usable = np.ones(lay.num_groups, dtype=bool)
-        self.usable = usable
+        self.usable = usable = usable_groups(lay, self.mode)
         n_src = np.bincount(lay.group_source[usable], minlength=len(lay.sources))
         self.source_groups = n_src
         full, rest = np.divmod(n_src, K)
@@ -205,9 +197,6 @@ class HybridBatchSampler(DefaultBatchSampler):
             return G
         return G * self.num_processes
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
             "batch_sampler= got a HybridBatchSampler *instance*; sentence-transformers would call it like a factory "
@@ -225,6 +214,8 @@ class HybridBatchSampler(DefaultBatchSampler):
     # -- the epoch plan
     def alpha_at(self, progress: np.ndarray) -> np.ndarray:
         """``alpha`` at each progress value (schedules are called once per global batch)."""
+        if self.alpha is None:
+            raise ValueError(f"mode={self.mode!r} has no alpha (only mode='hybrid' mixes batch types)")
         progress = np.clip(np.asarray(progress, dtype=np.float64), 0.0, 1.0)
         if not callable(self.alpha):
             return np.full(progress.shape, float(self.alpha))
@@ -257,7 +248,7 @@ class HybridBatchSampler(DefaultBatchSampler):
         return {
             "sampler": "sentence_transformers_hybrid.HybridBatchSampler",
             "mode": self.mode,
-            "alpha": describe_alpha(self.alpha),
+            **alpha_record(self.alpha),
             "languages": lay.languages,
             "sources": lay.sources,
             "seed": self.seed,
@@ -276,7 +267,7 @@ class HybridBatchSampler(DefaultBatchSampler):
     def configure(
         cls,
         corpus: ParallelCorpus,
-        alpha: AlphaLike = 0.5,
+        alpha: AlphaLike | None = None,
         mode: str = "hybrid",
         *,
         seed: int | None = None,
@@ -287,8 +278,10 @@ class HybridBatchSampler(DefaultBatchSampler):
 
         Args:
             corpus: the training corpus (pass ``corpus.to_dataset()`` as ``train_dataset``).
-            alpha: mono-batch probability for ``mode="hybrid"`` (paper: 0.5), or a schedule ``alpha(progress)``
-                with progress in [0, 1] over the whole training run.
+            alpha: mono-batch probability for ``mode="hybrid"`` (default: the paper's 0.5), or a schedule
+                ``alpha(progress)`` with progress in [0, 1] over the whole training run. Only ``hybrid`` has one:
+                with another mode leave it ``None`` (given, it is a ``ValueError``), and the configuration records
+                no ``alpha``.
             mode: ``"hybrid"``, ``"mono"``, ``"cross"`` or ``"mixed"``.
             seed: fixes the sampling seed; default: the trainer's ``args.seed``.
             num_processes: overrides the world size (default: accelerate's ``PartialState().num_processes``).
@@ -311,10 +304,39 @@ class HybridBatchSampler(DefaultBatchSampler):
 
 
 def world_size() -> int:
-    """The number of processes accelerate sees (1 when accelerate is missing or not initialised)."""
+    """The number of processes the sampler plans for: ``accelerate.PartialState().num_processes``.
+
+    Never a guess: if accelerate fails to tell, a ``RuntimeError`` names why (planning for one process under DDP
+    would put one group into several ranks' batches, silently). Without accelerate installed, a process that is not
+    part of a distributed launch counts as one, and an initialised ``torch.distributed`` gives its world size.
+    ``configure(num_processes=...)`` skips this.
+
+    Example::
+
+        >>> world_size()  # a plain Python process
+        1
+    """
     try:
         from accelerate import PartialState
+    except ImportError:
+        import torch.distributed as dist
 
-        return int(PartialState().num_processes)
-    except Exception:  # pragma: no cover - accelerate missing or not initialisable
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_world_size())
+        launched = os.environ.get("WORLD_SIZE", "1")
+        if launched != "1":
+            raise RuntimeError(
+                f"HybridBatchSampler cannot tell the number of processes: WORLD_SIZE={launched!r} says this is a "
+                "distributed launch, but accelerate is not installed and torch.distributed is not initialised. "
+                "Install accelerate (pip install 'sentence-transformers[train]') or pass num_processes= to "
+                "HybridBatchSampler.configure()"
+            ) from None
         return 1
+    try:
+        return int(PartialState().num_processes)
+    except Exception as err:
+        raise RuntimeError(
+            f"HybridBatchSampler cannot tell the number of processes: accelerate.PartialState() failed "
+            f"({type(err).__name__}: {err}). Planning for one process under DDP would put one group into several "
+            "ranks' batches; fix the distributed setup, or pass num_processes= to HybridBatchSampler.configure()"
+        ) from err

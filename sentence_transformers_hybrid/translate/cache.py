@@ -17,7 +17,13 @@ __all__ = ["CACHE_FILE", "TranslationCache", "Translator", "text_key", "translat
 
 
 def text_key(text: str) -> bytes:
-    """The cache key of a text: a 128-bit BLAKE2b digest of its UTF-8 bytes (the exact text, no normalisation)."""
+    """The cache key of a text: a 128-bit BLAKE2b digest of its UTF-8 bytes (the exact text, no normalisation).
+
+    Deliberately not shared with ``models.frozen.text_key`` (SHA-1 hex): each is the key format of a cache already on
+    disk (here a 16-byte SQLite ``BLOB`` primary key, there the keys of the embedding cache's JSON index), so one
+    function for both would orphan every existing translation or embedding cache; what they share is one
+    ``hashlib`` call.
+    """
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
 

@@ -1,4 +1,6 @@
-"""Glue between :class:`~sentence_transformers_hybrid.sampling.HybridBatchSampler` and the stock trainer.
+"""The factory of :class:`~sentence_transformers_hybrid.sampling.HybridBatchSampler` and its trainer callback: the
+glue between the sampler and the stock trainer (formerly ``sampling/trainer.py``; that path still imports, with a
+``DeprecationWarning``).
 
 * :class:`HybridBatchSamplerFactory`: what ``HybridBatchSampler.configure(...)`` returns and
   ``SentenceTransformerTrainingArguments(batch_sampler=...)`` takes; the trainer calls it to build the sampler.
@@ -6,6 +8,9 @@
   to record the configuration in the model card and in ``hybrid_sampler_config.json``, to give ``alpha`` schedules
   the trainer's horizon, and to keep the batch order of every process tied to the trainer's epoch.
 * :func:`write_sampler_config`: the one writer of ``hybrid_sampler_config.json``.
+
+The sampler class is not imported here (``configure`` passes it as ``sampler_class``); what the factory and the
+callback use of a sampler is the :class:`BuiltSampler` protocol, so this module sits below :mod:`.sampler`.
 """
 
 from __future__ import annotations
@@ -13,27 +18,51 @@ from __future__ import annotations
 import json
 import logging
 import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from transformers import TrainerCallback
 
 from .._utils import atomic_write_text
 from ..data.pair_dataset import pair_layout
-from .modes import AlphaLike, check_mode_alpha, describe_alpha
+from .modes import AlphaLike, alpha_record, describe_alpha, resolve_alpha
+from .plan import usable_groups
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from datasets import Dataset
 
     from ..data.corpus import ParallelCorpus
-    from .sampler import HybridBatchSampler
 
 logger = logging.getLogger("sentence_transformers_hybrid.sampling")
 
 CONFIG_FILE = "hybrid_sampler_config.json"
 
-__all__ = ["CONFIG_FILE", "HybridBatchSamplerFactory", "SamplerConfigCallback", "trainer_epoch", "write_sampler_config"]
+__all__ = [
+    "BuiltSampler", "CONFIG_FILE", "HybridBatchSamplerFactory", "SamplerConfigCallback", "trainer_epoch",
+    "write_sampler_config",
+]
+
+
+class BuiltSampler(Protocol):
+    """What the factory and :class:`SamplerConfigCallback` use of the sampler they build
+    (:class:`~sentence_transformers_hybrid.HybridBatchSampler` has it all)."""
+
+    num_processes: int
+    total_batches: int | None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch to the batches of ``epoch``."""
+
+    def config(self) -> dict[str, Any]:
+        """The configuration, for the model card and ``hybrid_sampler_config.json``."""
+
+    def __len__(self) -> int:
+        """Batches per epoch, all processes together."""
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """The batches of the current epoch (lists of dataset row ids)."""
 
 
 def write_sampler_config(path: str | Path, config: dict[str, Any]) -> Path:
@@ -59,17 +88,11 @@ class HybridBatchSamplerFactory:
     saves ``training_args.bin`` with every checkpoint; an unpickled factory refuses to build samplers.
     """
 
-    def __init__(self, corpus: ParallelCorpus, *, alpha: AlphaLike, mode: str, seed: int | None,
-                 num_processes: int | None, num_epochs: float, sampler_class: type) -> None:
-        check_mode_alpha(mode, alpha)
-        layout = pair_layout(corpus)
-        if mode in ("cross", "hybrid") and not (layout.n_lang >= 2).any():
-            raise ValueError(
-                f"mode={mode!r} needs groups in at least two languages, but every group of the corpus has one "
-                f"language ({layout.languages}); use mode='mono' or 'mixed', or add translations"
-            )
-        skipped = int((layout.n_lang < 2).sum())
-        if mode in ("cross", "hybrid") and skipped:
+    def __init__(self, corpus: ParallelCorpus, *, alpha: AlphaLike | None, mode: str, seed: int | None,
+                 num_processes: int | None, num_epochs: float, sampler_class: Callable[..., BuiltSampler]) -> None:
+        alpha = resolve_alpha(mode, alpha)
+        skipped = int((~usable_groups(pair_layout(corpus), mode)).sum())
+        if skipped:
             logger.warning(
                 f"mode={mode!r}: {skipped} group(s) exist in one language only and are left out of every epoch "
                 "(a single-language group cannot form a cross-lingual pair)"
@@ -101,7 +124,7 @@ class HybridBatchSamplerFactory:
         valid_label_columns: list[str] | None = None,
         generator: torch.Generator | None = None,
         seed: int = 0,
-    ) -> HybridBatchSampler:
+    ) -> BuiltSampler:
         if self.corpus is None:
             raise ValueError("this HybridBatchSampler factory was unpickled without its corpus; call configure() again")
         sampler = self.sampler_class(
@@ -136,7 +159,7 @@ class HybridBatchSamplerFactory:
         return self._callback
 
     @property
-    def samplers(self) -> list[HybridBatchSampler]:
+    def samplers(self) -> list[BuiltSampler]:
         """The live samplers this factory built (normally one per ``trainer.train()``)."""
         return [s for s in (r() for r in self._samplers) if s is not None]
 
@@ -148,7 +171,7 @@ class HybridBatchSamplerFactory:
         return {
             "sampler": "sentence_transformers_hybrid.HybridBatchSampler",
             "mode": self.mode,
-            "alpha": describe_alpha(self.alpha),
+            **alpha_record(self.alpha),
             "languages": self.languages,
             "sources": self.sources,
             "seed": self.seed,
@@ -168,8 +191,9 @@ class HybridBatchSamplerFactory:
         return state
 
     def __repr__(self) -> str:
+        alpha = f", alpha={describe_alpha(self.alpha)!r}" if self.alpha is not None else ""
         return (
-            f"HybridBatchSamplerFactory(mode={self.mode!r}, alpha={describe_alpha(self.alpha)!r}, "
+            f"HybridBatchSamplerFactory(mode={self.mode!r}{alpha}, "
             f"groups={self.num_groups}, languages={self.languages}, sources={self.sources})"
         )
 
@@ -190,7 +214,7 @@ def trainer_epoch(global_step: int, steps_in_epoch: int, gradient_accumulation_s
     return int(global_step) // updates_per_epoch
 
 
-def _steps_in_epoch(train_dataloader: Any, sampler: HybridBatchSampler) -> int:
+def _steps_in_epoch(train_dataloader: Any, sampler: BuiltSampler) -> int:
     """Batches per rank and epoch: the prepared data loader's length (what the trainer counts), else the sampler's."""
     try:
         return int(len(train_dataloader))
