@@ -444,6 +444,52 @@ def test_beir_evaluator_runs_a_model_and_names_results(model, xquad):
     assert 0.0 < metrics["toy_recall@100"] < 1.0  # random relevant documents: some fall outside the top 100
 
 
+def test_beir_evaluator_encodes_the_context_the_benchmark_export_writes(xquad, model):
+    """``RetrievalBenchmark.beir(with_context=True)`` writes each sentence's paragraph as ``context``: the BEIR evaluator
+    encodes it as the LAReQA evaluator does (``CANDIDATE_WITH_CONTEXT``) and scores the en -> de setting as it does."""
+    corpus, queries, qrels = xquad.beir("en", ["de"], with_context=True)
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "recall@10", "mrr@10"],
+                                       batch_size=256)
+    split = xquad.splits["de"]
+    assert evaluator.corpus[5] == split.sentences[5] + "\n" + split.paragraphs[split.sentence_paragraph[5]]
+    ours = evaluator(model)
+    lareqa = MultilingualRetrievalEvaluator(xquad, languages=["de", "en"], settings=["cross"], batch_size=256)
+    lareqa(model)
+    (row,) = [r for r in lareqa.results if (r["query_language"], r["corpus_language"]) == ("en", "de")]
+    for metric in ("ndcg@10", "recall@10", "mrr@10"):
+        assert ours[metric] == pytest.approx(row[metric], abs=1e-6), metric
+
+
+def test_beir_evaluator_keeps_graded_qrels_graded_like_beir_and_pytrec_eval():
+    """Grades 1..3 are gains for nDCG (BEIR's ``EvaluateRetrieval.evaluate`` / trec_eval ``ndcg_cut``), not all 1."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = np.random.default_rng(1)
+    corpus = {f"d{i:03d}": {"title": "", "text": f"doc {i}"} for i in range(200)}
+    queries = {f"q{i}": f"query {i}" for i in range(30)}
+    qrels = {}
+    for q in queries:
+        judged = rng.choice(200, size=int(rng.integers(2, 12)), replace=False)
+        qrels[q] = {f"d{j:03d}": int(g) for j, g in zip(judged, rng.integers(0, 4, len(judged)))}
+        qrels[q][f"d{judged[0]:03d}"] = int(rng.integers(1, 4))  # at least one relevant
+    q_emb, c_emb = rng.standard_normal((30, 16)), rng.standard_normal((200, 16))
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "recall@100", "ndcg@3"])
+    ours = evaluator.compute_metrics_from_embeddings(torch.from_numpy(q_emb), torch.from_numpy(c_emb))
+    cos = (q_emb / np.linalg.norm(q_emb, axis=1, keepdims=True)) @ (
+        c_emb / np.linalg.norm(c_emb, axis=1, keepdims=True)
+    ).T
+    run = {q: {d: float(cos[i, j]) for j, d in enumerate(corpus)} for i, q in enumerate(queries)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "ndcg_cut.3", "recall.100"}).evaluate(run)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([t["ndcg_cut_10"] for t in trec.values()]), abs=1e-9)
+    assert ours["ndcg@3"] == pytest.approx(np.mean([t["ndcg_cut_3"] for t in trec.values()]), abs=1e-9)
+    assert ours["recall@100"] == pytest.approx(np.mean([t["recall_100"] for t in trec.values()]), abs=1e-9)
+    beir = beir_evaluate(qrels, run, k_values=[3, 10, 100])  # BEIR's own evaluation (rounded to 5 decimals)
+    assert ours["ndcg@10"] == pytest.approx(beir["ndcg@10"], abs=6e-6)
+    binary = {q: {d: int(g > 0) for d, g in judged.items()} for q, judged in qrels.items()}
+    flat = BEIRRetrievalEvaluator(corpus, queries, binary, metrics=["ndcg@10"]).compute_metrics_from_embeddings(
+        torch.from_numpy(q_emb), torch.from_numpy(c_emb))
+    assert abs(flat["ndcg@10"] - ours["ndcg@10"]) > 1e-3  # the grades matter on this set
+
+
 def test_qrels_for_unknown_documents_raise():
     with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
         relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])
