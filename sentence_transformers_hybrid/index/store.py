@@ -23,19 +23,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CorpusIndex", "Shard", "encode_docids"]
+from ..data.passages import duplicate_rows, encode_docids
 
-
-def encode_docids(docids: Sequence[str]) -> np.ndarray:
-    """Docids as a compact fixed-width UTF-8 ``S`` array (no pickle; ``np.load`` memory-maps it).
-
-    Example:
-        >>> encode_docids(["12#0", "7#11"])
-        array([b'12#0', b'7#11'], dtype='|S4')
-    """
-    raw = [str(d).encode("utf-8") for d in docids]
-    width = max((len(r) for r in raw), default=1) or 1
-    return np.array(raw, dtype=f"S{width}")
+__all__ = ["CorpusIndex", "Shard"]
 
 
 @dataclass
@@ -144,26 +134,6 @@ class CorpusIndex:
 
         shards, info = read_index(Path(output_dir))
         return cls(shards, path=Path(output_dir), info=info)
-
-
-def duplicate_rows(ids: np.ndarray) -> tuple[int, int] | None:
-    """The rows ``(first, second)`` of the first docid that occurs twice in ``ids`` (an ``S`` array), or ``None``.
-
-    Sorting, not hashing: memory stays ``O(rows)`` of int64 besides the ids themselves.
-
-    Example:
-        >>> duplicate_rows(encode_docids(["a", "b", "a"]))
-        (0, 2)
-    """
-    if len(ids) < 2:
-        return None
-    order = np.argsort(ids, kind="stable")
-    same = np.nonzero(ids[order[1:]] == ids[order[:-1]])[0]
-    if not len(same):
-        return None
-    pairs = np.stack([order[same], order[same + 1]], 1)
-    first = pairs[np.argmin(pairs[:, 1])]  # the earliest second occurrence
-    return int(first[0]), int(first[1])
 
 
 def load_json(path: Path) -> dict[str, Any] | None:
