@@ -37,7 +37,7 @@ import torch
 
 from .._utils import atomic_write_text
 from ..metrics.ranking import NO_KEY, TIE_RULE, merge_ranked, top_k as ranked_top_k
-from .store import CorpusIndex
+from .store import CorpusIndex, Shard
 
 __all__ = ["BACKENDS", "APPROXIMATE_BACKENDS", "SearchResult", "search", "write_trec_run"]
 
@@ -126,9 +126,9 @@ def search(
     for s, shard in enumerate(index.shards):
         offset = int(index.offsets[s])
         if backend == "exact":
-            blocks = _exact_blocks(q, shard.embeddings, top_k, chunk_size, dev, bar)
+            blocks = _exact_blocks(q, shard, top_k, chunk_size, dev, bar)
         else:
-            blocks = _faiss_blocks(q, shard.embeddings, top_k, chunk_size, backend, bar)
+            blocks = _faiss_blocks(q, shard, top_k, chunk_size, backend, bar)
         for rows, scores, keys in blocks:
             keys = torch.where(keys < 0, NO_KEY, keys + offset)  # -1: an ANN index found fewer than k
             merged = merge_ranked(best_s[rows], best_k[rows], scores, keys, top_k)
@@ -146,11 +146,11 @@ def search(
     )
 
 
-def _exact_blocks(q: torch.Tensor, emb: np.ndarray, k: int, chunk_size: int, dev: torch.device, bar: Any):
+def _exact_blocks(q: torch.Tensor, shard: Shard, k: int, chunk_size: int, dev: torch.device, bar: Any):
     """(query rows, block scores [B x k'], local keys [B x k']) per (corpus block, query block)."""
     n_q = q.shape[0]
-    for a in range(0, emb.shape[0], chunk_size):
-        block = torch.from_numpy(np.ascontiguousarray(emb[a : a + chunk_size], dtype=np.float32)).to(dev)
+    for a in range(0, len(shard), chunk_size):
+        block = torch.from_numpy(shard.block(a, a + chunk_size)).to(dev)
         kk = min(k, block.shape[0])
         q_block = max(1, _SCORE_BLOCK // block.shape[0])
         for qa in range(0, n_q, q_block):
@@ -161,12 +161,12 @@ def _exact_blocks(q: torch.Tensor, emb: np.ndarray, k: int, chunk_size: int, dev
             bar.update(block.shape[0])
 
 
-def _faiss_blocks(q: torch.Tensor, emb: np.ndarray, k: int, chunk_size: int, backend: str, bar: Any):
+def _faiss_blocks(q: torch.Tensor, shard: Shard, k: int, chunk_size: int, backend: str, bar: Any):
     try:
         import faiss
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(f"backend={backend!r} needs faiss: pip install 'sentence-transformers-hybrid[faiss]'") from err
-    n, dim = emb.shape
+    n, dim = len(shard), int(shard.embeddings.shape[1])
     if n == 0:
         return
     if backend == "faiss":
@@ -179,11 +179,11 @@ def _faiss_blocks(q: torch.Tensor, emb: np.ndarray, k: int, chunk_size: int, bac
         nlist = max(1, min(int(math.sqrt(n)), n // 39))
         fx = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, 8 if n >= 256 * 39 else 4,
                               faiss.METRIC_INNER_PRODUCT)
-        train = np.ascontiguousarray(emb[: min(n, 256 * 256)], dtype=np.float32)
+        train = shard.block(0, min(n, 256 * 256))
         fx.train(train)
         fx.nprobe = min(nlist, 16)
     for a in range(0, n, chunk_size):
-        fx.add(np.ascontiguousarray(emb[a : a + chunk_size], dtype=np.float32))
+        fx.add(shard.block(a, a + chunk_size))
     kk = min(k, n)
     scores, idx = fx.search(q.cpu().numpy(), kk)
     idx = torch.from_numpy(idx.astype(np.int64))

@@ -41,6 +41,13 @@ class Shard:
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])
 
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start..stop-1`` as a float32 array (bfloat16 shards are stored as their uint16 bits)."""
+        part = np.asarray(self.embeddings[start:stop])
+        if self.manifest.get("dtype") == "bfloat16" or part.dtype == np.uint16:
+            return (part.astype(np.uint32) << 16).view(np.float32)
+        return np.ascontiguousarray(part, dtype=np.float32)
+
     @property
     def docids(self) -> np.ndarray:
         """The docids as a numpy array of ``str`` (decoded on each call: use :attr:`docid_bytes` for big shards)."""
