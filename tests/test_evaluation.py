@@ -490,6 +490,73 @@ def test_beir_evaluator_keeps_graded_qrels_graded_like_beir_and_pytrec_eval():
     assert abs(flat["ndcg@10"] - ours["ndcg@10"]) > 1e-3  # the grades matter on this set
 
 
+def test_beir_evaluator_searches_with_the_chunked_engine_and_its_tie_rule(monkeypatch):
+    """Corpus blocks of 7 rows and query blocks of 3 give the first-K of one full sort (score descending, corpus
+    order on ties), through the engine's search, never a score matrix over the whole corpus."""
+    import sentence_transformers_hybrid.evaluation.beir as beir_module
+
+    rng = np.random.default_rng(2)
+    c_emb = rng.standard_normal((50, 8)).astype(np.float32)
+    c_emb[30] = c_emb[4]  # exact ties: the lower corpus row first
+    c_emb[41] = c_emb[4]
+    q_emb = rng.standard_normal((10, 8)).astype(np.float32)
+    q_emb[0] = c_emb[4]
+    corpus = {f"z{49 - i}": f"doc {i}" for i in range(50)}  # doc ids in the opposite order of the rows
+    queries = {f"q{i}": f"query {i}" for i in range(10)}
+    qrels = {q: {"z0": 1} for q in queries}
+    calls, engine_search = [], beir_module.search
+
+    def spy(q, index, top_k, **kw):
+        calls.append((q.shape[0], len(index), kw["chunk_size"]))
+        return engine_search(q, index, top_k, **kw)
+
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["recall@20"], query_chunk_size=3,
+                                       corpus_chunk_size=7)
+    monkeypatch.setattr(beir_module, "search", spy)
+    top = evaluator.search(q_emb, c_emb, "dot")
+    want = np.lexsort((np.broadcast_to(np.arange(50), (10, 50)), -(q_emb @ c_emb.T)), axis=1)[:, :20]
+    np.testing.assert_array_equal(top, want)
+    assert calls == [(3, 50, 7), (3, 50, 7), (3, 50, 7), (1, 50, 7)]
+    assert evaluator.search(q_emb, c_emb, "cosine")[0, :3].tolist() == [4, 30, 41]  # cosine 1, tied
+
+
+def test_beir_evaluator_refuses_what_its_search_cannot_serve():
+    corpus, queries, qrels = {"a": "x", "b": "y"}, {"q": "x"}, {"q": {"a": 1}}
+    with pytest.raises(ValueError, match="'rank_distance' is not a cutoff metric"):
+        BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "rank_distance"])
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels)
+    with pytest.raises(ValueError, match="similarity 'euclidean' is not supported"):
+        evaluator.compute_metrics_from_embeddings(np.ones((1, 2)), np.eye(2), "euclidean")
+    with pytest.raises(ValueError, match="corpus embedding 1 is not finite"):
+        evaluator.compute_metrics_from_embeddings(np.ones((1, 2)), np.array([[1.0, 0.0], [np.nan, 1.0]]))
+
+
+def test_a_beir_folder_keeps_the_context_and_graded_qrels(xquad, tmp_path):
+    """A BEIR folder written from ``RetrievalBenchmark.beir(with_context=True)`` (BEIR's own loader drops
+    ``context``) and a graded qrels file read back as written."""
+    from sentence_transformers_hybrid.evaluation.beir import load_beir_folder as load_folder
+
+    corpus, queries, qrels = xquad.beir("en", ["de"], with_context=True)
+    qrels[next(iter(qrels))] = {d: 2 for d in qrels[next(iter(qrels))]}
+    (tmp_path / "qrels").mkdir()
+    with open(tmp_path / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": d, **doc}, ensure_ascii=False) + "\n" for d, doc in corpus.items())
+    with open(tmp_path / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in queries.items())
+    with open(tmp_path / "qrels" / "dev.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t{g}\n" for q, judged in qrels.items() for d, g in judged.items())
+    got_corpus, got_queries, got_qrels = load_folder(str(tmp_path), split="dev")
+    assert got_corpus == corpus and got_queries == queries and got_qrels == qrels
+    evaluator = BEIRRetrievalEvaluator.from_folder(str(tmp_path), split="dev")
+    split = xquad.splits["de"]
+    assert evaluator.corpus[0] == split.sentences[0] + "\n" + split.paragraphs[split.sentence_paragraph[0]]
+    with open(tmp_path / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"_id": "de/3", "text": "again"}) + "\n")
+    with pytest.raises(ValueError, match=r"corpus.jsonl: doc id 'de/3' occurs twice, lines 4 and %d" % (len(corpus) + 1)):
+        load_folder(str(tmp_path), split="dev")
+
+
 def test_qrels_for_unknown_documents_raise():
     with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
         relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,12 +34,8 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 
 from ..data.benchmark import CANDIDATE_WITH_CONTEXT
 from ..metrics.graded import parse_cutoff_metrics, ranked_list_metrics
-from ..metrics.retrieval import (
-    MIRACL_METRICS,
-    as_score_tensor,
-    check_finite_scores,
-    top_k_indices,
-)
+from ..index import CorpusIndex, search
+from ..metrics.retrieval import MIRACL_METRICS, as_score_tensor, check_finite_scores, top_k_indices
 from .._utils import append_csv_rows
 from .encoding import QueryDocumentEncoding, Similarity
 
@@ -149,10 +146,39 @@ def beir_evaluate(
 def load_beir_folder(
     data_folder: str, split: str = "test"
 ) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
-    """``(corpus, queries, qrels)`` of a BEIR folder, read by BEIR's ``GenericDataLoader``."""
+    """``(corpus, queries, qrels)`` of a BEIR folder: queries and (graded) qrels read by BEIR's ``GenericDataLoader``,
+    ``corpus.jsonl`` read here so that a document keeps its ``context`` (what :meth:`RetrievalBenchmark.beir` writes
+    with ``with_context=True``; BEIR's loader keeps only ``title`` and ``text``) and a doc id that occurs twice is
+    named with both lines instead of the later one silently replacing the earlier."""
     from beir.datasets.data_loader import GenericDataLoader
 
-    return GenericDataLoader(data_folder=data_folder).load(split=split)
+    loader = GenericDataLoader(data_folder=data_folder)
+    loader.corpus = _read_beir_corpus(loader.corpus_file)  # load() then keeps it
+    return loader.load(split=split)
+
+
+def _read_beir_corpus(path: str) -> dict[str, dict[str, str]]:
+    corpus: dict[str, dict[str, str]] = {}
+    first_line: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}, line {n}: not JSON ({err.msg})") from None
+            if not isinstance(row, dict) or "_id" not in row or "text" not in row:
+                raise ValueError(f"{path}, line {n}: a document needs '_id' and 'text', got {line.strip()[:80]!r}")
+            doc_id = str(row["_id"])
+            if doc_id in first_line:
+                raise ValueError(f"{path}: doc id {doc_id!r} occurs twice, lines {first_line[doc_id]} and {n}")
+            first_line[doc_id] = n
+            doc = {"text": row["text"], "title": row.get("title") or ""}
+            if row.get("context") is not None:
+                doc["context"] = row["context"]
+            corpus[doc_id] = doc
+    return corpus
 
 
 class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
@@ -169,8 +195,8 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
 
     The search is the MIRACL engine's exact search (:func:`sentence_transformers_hybrid.index.search`): corpus
     chunks of ``corpus_chunk_size`` documents against ``query_chunk_size`` queries at a time, each chunk's top
-    ``K`` (the largest cutoff) merged into a running top ``K``, ties broken by the engine's one rule (score
-    descending, then doc id ascending), so no score matrix over the whole corpus is ever held. Only cutoff
+    ``K`` (the largest cutoff) merged into a running top ``K``, ties broken by the package's one rule (score
+    descending, then corpus order), so no score matrix over the whole corpus is ever held. Only cutoff
     metrics (``ndcg@k``, ``recall@k``, ``precision@k``, ``accuracy@k``, ``mrr@k``, ``map@k``) are computed
     (:func:`~sentence_transformers_hybrid.metrics.graded.ranked_list_metrics`).
 
@@ -255,7 +281,7 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         self, query_embeddings: Any, corpus_embeddings: Any, similarity: Similarity | str | None = None
     ) -> np.ndarray:
         """int64 ``[queries x min(K, documents)]``: each query's first ``K`` corpus columns (``K`` = the largest
-        cutoff) by the engine's exact search and tie rule. ``similarity``: ``"cosine"`` (default), ``"dot"``, or
+        cutoff) by the engine's exact search (:func:`sentence_transformers_hybrid.index.search`) and tie rule. ``similarity``: ``"cosine"`` (default), ``"dot"``, or
         the library's / our cosine and dot functions."""
         q, c = _as_float_array(query_embeddings), _as_float_array(corpus_embeddings)
         if q.shape[0] != len(self.query_ids) or c.shape[0] != len(self.doc_ids):
@@ -263,10 +289,18 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
                 f"{self.name or 'BEIR'}: embeddings for {q.shape[0]} queries and {c.shape[0]} documents, "
                 f"expected {len(self.query_ids)} and {len(self.doc_ids)}"
             )
+        for side, x in (("query", q), ("corpus", c)):
+            bad = ~np.isfinite(x).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{self.name or 'BEIR'}: {side} embedding {int(np.flatnonzero(bad)[0])} is not finite "
+                                 f"({int(bad.sum())} such rows)")
         if _similarity_name(similarity) == "cosine":
             q, c = _unit_rows(q), _unit_rows(c)
-        return _exact_top_columns(q, c, self.doc_ids, min(self.top_k, c.shape[0]),
-                                  self.query_chunk_size, self.corpus_chunk_size)
+        index = CorpusIndex.from_arrays(c, self.doc_ids)
+        k = min(self.top_k, c.shape[0])
+        parts = [search(q[a:a + self.query_chunk_size], index, k, chunk_size=self.corpus_chunk_size).rows
+                 for a in range(0, q.shape[0], self.query_chunk_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
     def compute_metrics_from_embeddings(
         self, query_embeddings: Any, corpus_embeddings: Any, similarity: Similarity | str | None = None
@@ -349,18 +383,3 @@ def _as_float_array(x: Any) -> np.ndarray:
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norm, 1e-12)
-
-
-def _exact_top_columns(q: np.ndarray, c: np.ndarray, doc_ids: Sequence[str], k: int, query_chunk: int,
-                       corpus_chunk: int) -> np.ndarray:
-    """Interim until the engine lands: chunked inner products, top k by (score desc, doc id asc)."""
-    order = np.argsort(np.asarray(doc_ids, dtype=str), kind="stable")
-    rank_of_col = np.empty(len(order), dtype=np.int64)
-    rank_of_col[order] = np.arange(len(order))
-    c_sorted = c[order]  # columns in doc id order: the kernel's "lower index first" is then "doc id ascending"
-    parts = []
-    for a in range(0, q.shape[0], query_chunk):
-        scores = torch.from_numpy(q[a:a + query_chunk] @ c_sorted.T)
-        check_finite_scores(scores, a)
-        parts.append(order[top_k_indices(scores, k).numpy()])
-    return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
