@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .store import Shard, load_json
 
-__all__ = ["FORMAT", "SETTINGS", "differing_fields", "read_index", "shard_paths", "shard_problem"]
+__all__ = ["FORMAT", "SETTINGS", "differing_fields", "load_json", "read_index", "shard_paths", "shard_problem"]
 
 FORMAT = 1
 #: The fields that must agree between an index folder, its shards and a new encode.
@@ -78,8 +77,9 @@ def shard_problem(folder: Path, shard: int, settings: dict[str, Any], rows: int)
     return None
 
 
-def read_index(folder: Path) -> tuple[list[Shard], dict[str, Any]]:
-    """The finished shards of ``folder`` and its ``index.json``; an error names what is missing."""
+def read_index(folder: Path) -> tuple[list[tuple[np.ndarray, np.ndarray, dict[str, Any], Path]], dict[str, Any]]:
+    """``(embeddings, docids, manifest, path)`` of every shard of ``folder`` (memory-mapped) and its ``index.json``;
+    an error names the first shard that is missing or unusable."""
     info = load_json(folder / "index.json")
     if info is None:
         raise FileNotFoundError(f"{folder} holds no encoded corpus (no readable index.json)")
@@ -91,6 +91,15 @@ def read_index(folder: Path) -> tuple[list[Shard], dict[str, Any]]:
             raise ValueError(f"{shard_paths(folder, s)[0]}: shard {s} of {info['num_shards']} is not usable "
                              f"({problem}); encode the corpus again into {folder} to finish it")
         emb_path, ids_path, man_path = shard_paths(folder, s)
-        shards.append(Shard(np.load(emb_path, mmap_mode="r", allow_pickle=False),
-                            np.load(ids_path, mmap_mode="r", allow_pickle=False), load_json(man_path) or {}, emb_path))
+        shards.append((np.load(emb_path, mmap_mode="r", allow_pickle=False),
+                       np.load(ids_path, mmap_mode="r", allow_pickle=False), load_json(man_path) or {}, emb_path))
     return shards, info
+
+
+def load_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or ``None`` when the file is missing or not a readable object."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None

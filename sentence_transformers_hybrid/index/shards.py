@@ -35,8 +35,17 @@ from .._utils import atomic_write_json, atomic_writer, default_progress
 from ..data.passages import PassageSource, encode_docids
 from ..data.validation import DataValidationError
 from .distributed import dist_context
-from .manifest import FORMAT, SETTINGS, STORAGE_DTYPES, describe_fields, differing_fields, shard_paths, shard_problem
-from .store import CorpusIndex, Shard, load_json
+from .manifest import (
+    FORMAT,
+    SETTINGS,
+    STORAGE_DTYPES,
+    describe_fields,
+    differing_fields,
+    load_json,
+    shard_paths,
+    shard_problem,
+)
+from .store import CorpusIndex, Shard
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data.passages import duplicate_rows, encode_docids
+from .manifest import read_index
 
 __all__ = ["CorpusIndex", "Shard"]
 
@@ -46,7 +46,7 @@ class Shard:
         part = np.asarray(self.embeddings[start:stop])
         if self.manifest.get("dtype") == "bfloat16" or part.dtype == np.uint16:
             return (part.astype(np.uint32) << 16).view(np.float32)
-        return np.ascontiguousarray(part, dtype=np.float32)
+        return np.array(part, dtype=np.float32)  # a writable copy of the block
 
     @property
     def docids(self) -> np.ndarray:
@@ -137,16 +137,5 @@ class CorpusIndex:
         Raises ``FileNotFoundError`` naming the folder when it holds no index, and ``ValueError`` naming the first
         shard that is missing or unfinished.
         """
-        from .manifest import read_index  # the on-disk format lives in manifest.py
-
-        shards, info = read_index(Path(output_dir))
-        return cls(shards, path=Path(output_dir), info=info)
-
-
-def load_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or ``None`` when the file is missing or not a readable object."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
+        parts, info = read_index(Path(output_dir))
+        return cls([Shard(*p) for p in parts], path=Path(output_dir), info=info)

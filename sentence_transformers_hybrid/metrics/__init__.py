@@ -4,6 +4,7 @@
   nDCG, MRR, rank distance), top-k selection and :func:`relevant_ranks`;
 * :mod:`.ranking`: the one ranking rule (score descending, then index ascending): top-k, running merges, ranks;
 * :mod:`.bias`: language-bias figures (rank distance, same-language share) and the centering control;
+* :mod:`.trec`: trec_eval scoring through pytrec_eval (``-c -M 100``), MIRACL's nDCG@10 / Recall@100;
 * :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
 """
 
