@@ -69,8 +69,8 @@ def shard_problem(folder: Path, shard: int, settings: dict[str, Any], rows: int)
     try:
         emb = np.load(emb_path, mmap_mode="r", allow_pickle=False)
         ids = np.load(ids_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as err:
-        return f"unreadable data ({err})"
+    except (OSError, ValueError) as err:  # a file cut short cannot be mapped with the shape its header says
+        return f"truncated or unreadable data ({err})"
     dim = manifest.get("dim")
     if emb.shape != (rows, dim) or emb.dtype != np.dtype(STORAGE_DTYPES[manifest["dtype"]]) or ids.shape != (rows,):
         return f"data files do not match the manifest (embeddings {emb.shape} {emb.dtype}, docids {ids.shape})"

@@ -1,7 +1,8 @@
-"""Top-k search of query embeddings against a :class:`~.store.CorpusIndex`, shard by shard.
+"""Top-k search of query embeddings against a :class:`~.store.CorpusIndex`, block by block of corpus rows.
 
 ``backend="exact"`` (default) scores the queries against one block of ``chunk_size`` corpus rows at a time
-(inner product in float32, the corpus rows read from the shard's memory map), keeps each block's top ``k`` with
+(rows ``[i * chunk_size, (i + 1) * chunk_size)`` of the corpus, read from the shards' memory maps, so the same
+rows meet the same float32 arithmetic however the corpus was sharded), keeps each block's top ``k`` with
 :func:`~sentence_transformers_hybrid.metrics.ranking.top_k` and merges it into a running per-query top ``k``
 (:func:`~sentence_transformers_hybrid.metrics.ranking.merge_ranked`). The rule is the package's one: score
 descending, then corpus row ascending, so a sharded index and a single pass give the same hits. Memory:
@@ -123,12 +124,12 @@ def search(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(index), unit="passage", desc=f"search ({backend})", unit_scale=True)
-    for s, shard in enumerate(index.shards):
-        offset = int(index.offsets[s])
-        if backend == "exact":
-            blocks = _exact_blocks(q, shard, top_k, chunk_size, dev, bar)
-        else:
-            blocks = _faiss_blocks(q, shard, top_k, chunk_size, backend, bar)
+    if backend == "exact":  # fixed global row blocks: the same arithmetic whatever the sharding
+        parts = [(0, _exact_blocks(q, index, top_k, chunk_size, dev, bar))]
+    else:
+        parts = [(int(index.offsets[s]), _faiss_blocks(q, shard, top_k, chunk_size, backend, bar))
+                 for s, shard in enumerate(index.shards)]
+    for offset, blocks in parts:
         for rows, scores, keys in blocks:
             keys = torch.where(keys < 0, NO_KEY, keys + offset)  # -1: an ANN index found fewer than k
             merged = merge_ranked(best_s[rows], best_k[rows], scores, keys, top_k)
@@ -146,11 +147,11 @@ def search(
     )
 
 
-def _exact_blocks(q: torch.Tensor, shard: Shard, k: int, chunk_size: int, dev: torch.device, bar: Any):
-    """(query rows, block scores [B x k'], local keys [B x k']) per (corpus block, query block)."""
+def _exact_blocks(q: torch.Tensor, index: CorpusIndex, k: int, chunk_size: int, dev: torch.device, bar: Any):
+    """(query rows, block scores [B x k'], corpus rows [B x k']) per (corpus block, query block)."""
     n_q = q.shape[0]
-    for a in range(0, len(shard), chunk_size):
-        block = torch.from_numpy(shard.block(a, a + chunk_size)).to(dev)
+    for a in range(0, len(index), chunk_size):
+        block = torch.from_numpy(index.block(a, a + chunk_size)).to(dev)
         kk = min(k, block.shape[0])
         q_block = max(1, _SCORE_BLOCK // block.shape[0])
         for qa in range(0, n_q, q_block):

@@ -168,7 +168,9 @@ def encode_corpus(
         "max_length": _max_length(model),
         "normalized": normalized,
         "shard_size": shard_size,
-        "source": [{k: v for k, v in d.items() if k != "mtime_ns"} for d in source.describe()],
+        # the corpus by file names (sizes and times are in index.json's "files"): a file re-downloaded or cut
+        # short under the same name resumes, and a changed row count is caught shard by shard
+        "source": [d["file"] for d in source.describe()],
     }
     info = _index_info(folder, settings, source, overwrite, rank)
     total_shards = info["num_shards"]

@@ -102,6 +102,26 @@ class CorpusIndex:
         shard = Shard(emb, ids, {"rows": len(emb), "finished": True, "dtype": str(emb.dtype)})
         return cls([shard], info=info)
 
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Corpus rows ``start..stop-1`` as float32 ``[rows x dim]``, read from the shards they lie in.
+
+        Search scores blocks of fixed global row ranges, so the same rows meet the same arithmetic (bit for bit)
+        however the corpus was sharded.
+        """
+        stop = min(stop, len(self))
+        first = int(np.searchsorted(self.offsets, start, side="right") - 1)
+        parts = []
+        s = first
+        while s < len(self.shards) and self.offsets[s] < stop:
+            a = max(start, int(self.offsets[s])) - int(self.offsets[s])
+            b = min(stop, int(self.offsets[s + 1])) - int(self.offsets[s])
+            if b > a:
+                parts.append(self.shards[s].block(a, b))
+            s += 1
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     def docids_of(self, rows: np.ndarray) -> np.ndarray:
         """The docids (``str``) of global ``rows`` (any shape; ``""`` where a row is ``-1``), read only for those rows.
 
