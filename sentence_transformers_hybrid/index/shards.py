@@ -184,7 +184,7 @@ def encode_corpus(
             todo.append(s)
     if todo:
         _encode_shards(model, source, folder, settings, info, todo, prompt, prompt_name, batch_size,
-                       default_progress(show_progress_bar, logger))
+                       default_progress(show_progress_bar, logger), f"{rank}/{world}")
     done = [s for s in range(total_shards) if shard_problem(folder, s, settings, _rows_of(info, s)) is None]
     if len(done) == total_shards:
         index = CorpusIndex.open(folder)
@@ -232,7 +232,7 @@ def _index_info(folder: Path, settings: dict[str, Any], source: PassageSource, o
 
 def _encode_shards(model: Any, source: PassageSource, folder: Path, settings: dict[str, Any], info: dict[str, Any],
                    todo: list[int], prompt: str | None, prompt_name: str | None, batch_size: int,
-                   progress: bool) -> None:
+                   progress: bool, worker: str = "0/1") -> None:
     shard_size = settings["shard_size"]
     wanted = set(todo)
     for s in todo:  # a stale manifest must not outlive the data it described
@@ -255,6 +255,7 @@ def _encode_shards(model: Any, source: PassageSource, folder: Path, settings: di
                                         show_progress_bar=False)
             if writer is None:
                 writer = _ShardWriter(folder, s, _rows_of(info, s), int(emb.shape[1]), settings, info)
+                writer.worker = worker
             writer.add(batch, emb)
             if bar is not None:
                 bar.update(len(batch.texts))
@@ -284,6 +285,7 @@ class _ShardWriter:
         self.docids: list[np.ndarray] = []
         self.segments: list[dict[str, Any]] = []
         self.started = time.perf_counter()
+        self.worker = "0/1"
 
     def add(self, batch: Any, emb: np.ndarray) -> None:
         if emb.shape[1] != self.dim:
@@ -314,7 +316,7 @@ class _ShardWriter:
             "format": FORMAT, "shard": self.shard, "num_shards": self.info["num_shards"],
             **{k: self.settings[k] for k in SETTINGS},
             "first_row": self.shard * self.settings["shard_size"], "rows": self.rows, "dim": self.dim,
-            "segments": self.segments, "seconds": round(seconds, 3),
+            "segments": self.segments, "encoded_by": self.worker, "seconds": round(seconds, 3),
             "passages_per_second": round(self.rows / seconds, 1) if seconds > 0 else None,
             "finished": True,
         })
