@@ -10,8 +10,7 @@ For each language ``L`` (monolingual retrieval, as MIRACL: ``L`` questions again
 * ``miracl-v1.0-L/qrels/qrels.miracl-v1.0-L-{split}.tsv``: ``qid<TAB>Q0<TAB>docid<TAB>rel``, rel 1 for the
   passage holding the answer; with ``passages="sentences"`` the other sentences of the answer's paragraph are
   written as judged non-relevant (rel 0), as MIRACL's annotators judge the passages they read;
-* ``miracl-corpus-v1.0-L/docs-{n}.jsonl.gz``: ``{"docid", "title", "text"}`` a line, ``docs_per_file`` a file
-  (``n`` zero-padded to one width, so that the files sort by name in corpus order).
+* ``miracl-corpus-v1.0-L/docs-NN.jsonl.gz``: ``{"docid", "title", "text"}`` a line, about ``docs_per_file`` a file.
 
 Passages. ``"sentences"`` (default) is LAReQA's candidate pool: every sentence of every paragraph (the
 ``sentences`` field, duplicates kept), the answer sentence relevant; so the MIRACL path scores the same pool the
@@ -20,15 +19,13 @@ has no place in MIRACL's ``title + " " + text``). docid ``"{paragraph}#{sentence
 MIRACL's ``"{article}#{passage}"``. ``"paragraphs"``: one passage per paragraph (docid ``"{paragraph}"``), the
 answer's paragraph relevant; a coarser pool than LAReQA's.
 
-Files are written in the pool's order (row ``i`` of the corpus is candidate ``i``) and gzip'd without a time
-stamp, so the same input gives the same bytes.
+Files are written in the pool's order (row ``i`` of the corpus is candidate ``i``) by the package's own MIRACL
+writer (:func:`sentence_transformers_hybrid.data.miracl.write_miracl_layout`).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +38,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from sentence_transformers_hybrid import load_lareqa  # noqa: E402
 from sentence_transformers_hybrid.data.benchmark import RetrievalBenchmark, subsample_benchmark  # noqa: E402
+from sentence_transformers_hybrid.data.miracl import write_miracl_layout  # noqa: E402
 
 PASSAGES = ("sentences", "paragraphs")
 
@@ -82,7 +80,7 @@ def language_tables(bench: RetrievalBenchmark, lang: str, passages: str = "sente
     return docids, texts, topics, qrels
 
 
-def write_miracl_layout(
+def write_lareqa_as_miracl(
     bench: RetrievalBenchmark,
     output_dir: str | Path,
     *,
@@ -92,33 +90,24 @@ def write_miracl_layout(
     docs_per_file: int = 100_000,
     judge_paragraph: bool = True,
 ) -> dict[str, dict[str, int]]:
-    """Write ``bench`` in MIRACL's layout under ``output_dir``; returns ``{lang: {"topics", "qrels", "passages",
-    "files"}}`` counts."""
+    """Write ``bench`` in MIRACL's layout under ``output_dir`` (through the package's own writer,
+    :func:`sentence_transformers_hybrid.data.miracl.write_miracl_layout`); returns ``{lang: {"topics", "qrels",
+    "passages", "files"}}`` counts."""
     if docs_per_file < 1:
         raise ValueError(f"docs_per_file must be >= 1, got {docs_per_file}")
-    out = Path(output_dir)
     counts: dict[str, dict[str, int]] = {}
     for lang in languages or bench.languages:
         docids, texts, topics, qrels = language_tables(bench, lang, passages, judge_paragraph)
-        topic_dir = out / f"miracl-v1.0-{lang}" / "topics"
-        qrels_dir = out / f"miracl-v1.0-{lang}" / "qrels"
-        corpus_dir = out / f"miracl-corpus-v1.0-{lang}"
-        for d in (topic_dir, qrels_dir, corpus_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        (topic_dir / f"topics.miracl-v1.0-{lang}-{split}.tsv").write_text(
-            "".join(f"{q}\t{t}\n" for q, t in topics), encoding="utf-8")
-        (qrels_dir / f"qrels.miracl-v1.0-{lang}-{split}.tsv").write_text(
-            "".join(f"{q}\tQ0\t{d}\t{r}\n" for q, d, r in qrels), encoding="utf-8")
+        qrel_dict: dict[str, dict[str, int]] = {}
+        for qid, docid, rel in qrels:
+            qrel_dict.setdefault(qid, {})[docid] = rel
+        n_files = max(1, -(-len(docids) // docs_per_file))
+        corpus_dir = Path(output_dir) / f"miracl-corpus-v1.0-{lang}"
         for old in corpus_dir.glob("docs-*.jsonl.gz"):  # a rerun with fewer files leaves none behind
             old.unlink()
-        n_files = 0
-        width = len(str(max(0, (len(docids) - 1) // docs_per_file)))  # docs-07 sorts before docs-10 by name too
-        for n_files, start in enumerate(range(0, len(docids), docs_per_file), 1):
-            lines = "".join(json.dumps({"docid": d, "title": "", "text": t}, ensure_ascii=False) + "\n"
-                            for d, t in zip(docids[start:start + docs_per_file], texts[start:start + docs_per_file]))
-            with open(corpus_dir / f"docs-{n_files - 1:0{width}d}.jsonl.gz", "wb") as raw, \
-                    gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-                gz.write(lines.encode("utf-8"))
+        write_miracl_layout(output_dir, lang, dict(topics), qrel_dict,
+                            [{"docid": d, "title": "", "text": t} for d, t in zip(docids, texts)],
+                            split=split, files=n_files)
         counts[lang] = {"topics": len(topics), "qrels": len(qrels), "passages": len(docids), "files": n_files}
     return counts
 
@@ -140,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench = load_lareqa(args.benchmark, data_dir=args.data_dir, languages=args.languages, download=False)
     if args.max_questions:
         bench = subsample_benchmark(bench, args.max_questions)
-    counts = write_miracl_layout(bench, args.output_dir, split=args.split, passages=args.passages,
+    counts = write_lareqa_as_miracl(bench, args.output_dir, split=args.split, passages=args.passages,
                                  docs_per_file=args.docs_per_file, judge_paragraph=not args.no_judged_negatives)
     for lang, c in counts.items():
         print(f"{lang}: {c['topics']} topics, {c['qrels']} qrels rows, {c['passages']} passages in {c['files']} file(s)")

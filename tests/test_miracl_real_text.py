@@ -60,7 +60,7 @@ def _in_memory_scores(model, docids, texts, topics, qrels) -> dict[str, float]:
 
 def test_lareqa_in_miracl_layout_has_the_lareqa_pool(bench, tmp_path):
     script = _script()
-    counts = script.write_miracl_layout(bench, tmp_path, docs_per_file=500)
+    counts = script.write_lareqa_as_miracl(bench, tmp_path, docs_per_file=500)
     for lang in LANGUAGES:
         split = bench.splits[lang]
         assert counts[lang]["passages"] == len(split.sentences) and counts[lang]["files"] == -(-len(split.sentences) // 500)
@@ -85,7 +85,7 @@ def test_miracl_path_equals_in_memory_exact_search_scored_by_pytrec_eval(bench, 
 
     script = _script()
     data = tmp_path / "data"
-    script.write_miracl_layout(bench, data, docs_per_file=700)
+    script.write_lareqa_as_miracl(bench, data, docs_per_file=700)
     out = tmp_path / "out"
     evaluate_miracl(model, LANGUAGES, data_dir=data, output_dir=out, encode_dtype="float32", shard_size=1000,
                     batch_size=256, show_progress_bar=False)
