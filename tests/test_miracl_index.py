@@ -279,3 +279,12 @@ def test_cli_end_to_end_writes_metrics_runs_and_results(model, root, tmp_path):
     again = subprocess.run(cmd[:-2] + ["--encode-dtype", "float16"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 2 and "dtype" in again.stderr and "--overwrite" in again.stderr
+
+
+def test_an_approximate_index_is_labelled_in_every_output(model, root, tmp_path):
+    pytest.importorskip("faiss")
+    out = evaluate_miracl(model, ["sw"], root, tmp_path / "o", index="faiss-hnsw", top_k=5, show_progress_bar=False)
+    assert out["index"]["approximate"] is True and out["index"]["backend"] == "faiss-hnsw"
+    tags = {line.split()[-1] for line in (tmp_path / "o/runs/sw.trec").read_text().splitlines()}
+    assert tags and all(t.endswith("-approximate") for t in tags)
+    assert "approximate" in (tmp_path / "o/results.md").read_text()

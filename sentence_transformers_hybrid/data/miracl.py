@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .passages import PassageSource, encode_docids
+from .passages import TITLE_FORMAT, PassageSource, encode_docids
 from .validation import DataValidationError
 
 __all__ = ["MIRACL_LANGUAGES", "MiraclData", "check_qrels_docids", "load_miracl", "miracl_paths",
@@ -71,7 +71,8 @@ def miracl_paths(language: str, split: str, data_dir: str | os.PathLike) -> tupl
             str(root / f"miracl-corpus-v1.0-{language}" / "docs-*.jsonl.gz"))
 
 
-def load_miracl(language: str, split: str = "dev", data_dir: str | os.PathLike | None = None) -> MiraclData:
+def load_miracl(language: str, split: str = "dev", data_dir: str | os.PathLike | None = None, *,
+                title_format: str = TITLE_FORMAT) -> MiraclData:
     """Read MIRACL's ``language`` / ``split`` from ``data_dir`` (the layout above), or from the Hub when
     ``data_dir`` is ``None``.
 
@@ -79,7 +80,10 @@ def load_miracl(language: str, split: str = "dev", data_dir: str | os.PathLike |
     dataset repositories ``miracl/miracl`` (``miracl-v1.0-{lang}/``) and ``miracl/miracl-corpus``
     (``miracl-corpus-v1.0-{lang}/``) with ``huggingface_hub.snapshot_download``: the same files, the same reader.
     Both repositories are gated: accept their terms on the Hub and log in (``hf auth login``) first. English's
-    corpus is 66 files (about 14 GB compressed).
+    corpus is 66 files.
+
+    ``title_format``: how a passage becomes the encoded text (default ``"{title} {text}"``, as MIRACL's baselines;
+    ``"{text}"`` leaves titles out).
 
     Raises:
         FileNotFoundError: a language with no files, naming every path tried.
@@ -104,7 +108,7 @@ def load_miracl(language: str, split: str = "dev", data_dir: str | os.PathLike |
     if unknown:
         raise DataValidationError(f"{qrels_path}: judges {len(unknown)} queries that {topics.name} lacks, e.g. "
                                   f"{unknown[0]!r}")
-    return MiraclData(language, split, queries, qrels, PassageSource.from_jsonl_gz(files))
+    return MiraclData(language, split, queries, qrels, PassageSource.from_jsonl_gz(files, title_format=title_format))
 
 
 def _download(language: str, split: str) -> tuple[Path, Path]:  # pragma: no cover - needs the network
