@@ -4,12 +4,14 @@
   nDCG, MRR, rank distance), top-k selection and :func:`relevant_ranks`;
 * :mod:`.ranking`: the one ranking rule (score descending, then index ascending): top-k, running merges, ranks;
 * :mod:`.bias`: language-bias figures (rank distance, same-language share) and the centering control;
+* :mod:`.graded`: cutoff metrics of ranked top-k lists under graded qrels (:func:`ranked_list_metrics`);
 * :mod:`.trec`: trec_eval scoring through pytrec_eval (``-c -M 100``), MIRACL's nDCG@10 / Recall@100;
 * :mod:`.cka`: CKA estimators (linear biased / debiased, Gram, RBF, minibatch, matrices).
 """
 
 from .bias import language_centered, rank_distance_rows, ranks_of, same_language_share
 from .cka import MinibatchCKA, gram_cka, linear_cka, linear_cka_matrix, minibatch_cka, rbf_cka
+from .graded import ranked_list_metrics
 from .ranking import TIE_RULE, merge_ranked, order_ranked, top_k
 from .retrieval import (
     LAREQA_METRICS,
@@ -41,6 +43,7 @@ __all__ = [
     "order_ranked",
     "minibatch_cka",
     "rank_distance_rows",
+    "ranked_list_metrics",
     "ranking_metrics",
     "ranks_of",
     "rbf_cka",
