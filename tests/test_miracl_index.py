@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from sentence_transformers_hybrid.data import DataValidationError, PassageSource, load_miracl
+from sentence_transformers_hybrid.data import DataValidationError, load_miracl
 from sentence_transformers_hybrid.data.miracl import write_miracl_layout
 from sentence_transformers_hybrid.evaluation.miracl import MIRACLEvaluator, evaluate_miracl
 from sentence_transformers_hybrid.index import CorpusIndex, Shard, encode_corpus, search

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .._utils import atomic_write_text
-from ..metrics.ranking import NO_KEY, TIE_RULE, merge_ranked, top_k as ranked_top_k
+from ..metrics.ranking import NO_KEY, merge_ranked, top_k as ranked_top_k
 from .store import CorpusIndex, Shard
 
 __all__ = ["BACKENDS", "APPROXIMATE_BACKENDS", "SearchResult", "search", "write_trec_run"]
@@ -106,7 +106,7 @@ def search(
         show_progress_bar: a tqdm bar over corpus rows.
 
     Returns:
-        :class:`SearchResult`; ties broken by corpus row (the package's rule, :data:`TIE_RULE`).
+        :class:`SearchResult`; ties broken by corpus row (the package's rule, :data:`~sentence_transformers_hybrid.metrics.ranking.TIE_RULE`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -16,7 +16,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from .ranking import ranks_of

@@ -38,7 +38,6 @@ comes from the same ranks.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
