@@ -557,6 +557,27 @@ def test_a_beir_folder_keeps_the_context_and_graded_qrels(xquad, tmp_path):
         load_folder(str(tmp_path), split="dev")
 
 
+def test_ranked_list_metrics_equal_the_kernel_on_binary_grades_and_use_grades_only_for_ndcg():
+    import scipy.sparse as sp
+
+    from sentence_transformers_hybrid.metrics import ranked_list_metrics, ranking_metrics, top_k_indices
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((40, 120)), 1)  # rounded: many ties
+    grades = np.where(rng.random((40, 120)) < 0.05, rng.integers(1, 4, (40, 120)), 0)
+    grades[np.arange(40), rng.integers(0, 120, 40)] = 2  # every query has a relevant document
+    names = ["ndcg@10", "recall@50", "precision@5", "accuracy@3", "mrr@10", "map@20"]
+    top = top_k_indices(scores, 50).numpy()
+    binary = ranked_list_metrics(top, sp.csr_matrix(grades > 0), names)
+    kernel = ranking_metrics(scores, grades > 0, names, reduction="none")
+    for name in names:
+        np.testing.assert_allclose(binary[name], kernel[name], atol=1e-12, err_msg=name)
+    graded = ranked_list_metrics(top, sp.csr_matrix(grades), names)
+    for name in names[1:]:
+        np.testing.assert_array_equal(graded[name], binary[name])
+    assert not np.allclose(graded["ndcg@10"], binary["ndcg@10"])
+
+
 def test_qrels_for_unknown_documents_raise():
     with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
         relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])
