@@ -298,7 +298,9 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
             q, c = _unit_rows(q), _unit_rows(c)
         index = CorpusIndex.from_arrays(c, self.doc_ids)
         k = min(self.top_k, c.shape[0])
-        parts = [search(q[a:a + self.query_chunk_size], index, k, chunk_size=self.corpus_chunk_size).rows
+        device = query_embeddings.device if isinstance(query_embeddings, torch.Tensor) else None  # GPU stays GPU
+        parts = [search(q[a:a + self.query_chunk_size], index, k, chunk_size=self.corpus_chunk_size,
+                        device=device).rows
                  for a in range(0, q.shape[0], self.query_chunk_size)]
         return np.concatenate(parts) if parts else np.zeros((0, k), dtype=np.int64)
 
