@@ -281,8 +281,8 @@ class BEIRRetrievalEvaluator(QueryDocumentEncoding, SentenceEvaluator):
         self, query_embeddings: Any, corpus_embeddings: Any, similarity: Similarity | str | None = None
     ) -> np.ndarray:
         """int64 ``[queries x min(K, documents)]``: each query's first ``K`` corpus columns (``K`` = the largest
-        cutoff) by the engine's exact search (:func:`sentence_transformers_hybrid.index.search`) and tie rule. ``similarity``: ``"cosine"`` (default), ``"dot"``, or
-        the library's / our cosine and dot functions."""
+        cutoff) by the engine's exact search (:func:`sentence_transformers_hybrid.index.search`) and tie rule.
+        ``similarity``: ``"cosine"`` (default), ``"dot"``, or the library's / our cosine and dot functions."""
         q, c = _as_float_array(query_embeddings), _as_float_array(corpus_embeddings)
         if q.shape[0] != len(self.query_ids) or c.shape[0] != len(self.doc_ids):
             raise ValueError(
