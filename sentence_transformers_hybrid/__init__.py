@@ -57,6 +57,11 @@ from .evaluation import (
     relevance_from_qrels,
     run_from_scores,
 )
+from .data.miracl import MIRACL_LANGUAGES, MiraclData, load_miracl
+from .data.passages import PassageSource
+from .evaluation.miracl import MIRACLEvaluator, evaluate_miracl
+from .index import CorpusIndex, SearchResult, encode_corpus, model_fingerprint, search, write_trec_run
+from .metrics.trec import miracl_scores, trec_eval
 from .experiment import PRESETS, Preset, push_model, run_experiment
 from .losses import hybrid_loss
 from .metrics import (
@@ -85,6 +90,21 @@ from .translate import M2M100Translator, TranslationCache, translate_file, trans
 _compat.install()
 
 __all__ = [
+    # MIRACL / corpus engine (issue 21)
+    "MIRACL_LANGUAGES",
+    "MiraclData",
+    "load_miracl",
+    "PassageSource",
+    "MIRACLEvaluator",
+    "evaluate_miracl",
+    "CorpusIndex",
+    "SearchResult",
+    "encode_corpus",
+    "model_fingerprint",
+    "search",
+    "write_trec_run",
+    "miracl_scores",
+    "trec_eval",
     "BEIRRetrievalEvaluator",
     "CANDIDATE_WITH_CONTEXT",
     "CKAEvaluator",

@@ -1,6 +1,6 @@
 """``st-hybrid``: argument parsing only; every subcommand calls a public function of the package.
 
-Subcommands: ``experiment``, ``train``, ``evaluate``, ``cka``, ``report``, ``push``, ``translate``, ``convert-e5``.
+Subcommands: ``experiment``, ``train``, ``evaluate``, ``miracl``, ``cka``, ``report``, ``push``, ``translate``, ``convert-e5``.
 Argument names mirror sentence-transformers' (``--per-device-train-batch-size``, ``--learning-rate``, ...).
 Every command that writes outputs also writes its configuration (``*config.json``) next to them.
 """
@@ -103,6 +103,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     metrics = evaluator(model, output_path=str(out))
     print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))
+    return 0
+
+
+def cmd_miracl(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    from .evaluation.miracl import evaluate_miracl
+
+    model = SentenceTransformer(args.model, device=args.device, trust_remote_code=False)
+    metrics = evaluate_miracl(
+        model, args.languages, args.data_dir, args.output_dir, split=args.split, top_k=args.top_k,
+        batch_size=args.batch_size, shard_size=args.shard_size, encode_dtype=args.encode_dtype, index=args.index,
+        shard_id=args.shard_id, num_shards=args.num_shards, overwrite=args.overwrite, model_name=args.model,
+    )
+    if metrics.get("languages"):
+        print(json.dumps({"macro": metrics["macro"], "languages": metrics["languages"]}, indent=2))
     return 0
 
 
@@ -266,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
                          "re-normalise, then score")
     data_args(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    mi = sub.add_parser("miracl", help="MIRACL-layout retrieval: sharded resumable encode (torchrun), top-k search, "
+                                      "trec_eval nDCG@10 / Recall@100")
+    mi.add_argument("--model", required=True, help="a SentenceTransformer folder or Hub name (no remote code)")
+    mi.add_argument("--data-dir", default=None, help="MIRACL layout folder (default: download from the Hub)")
+    mi.add_argument("--languages", nargs="+", required=True)
+    mi.add_argument("--split", default="dev")
+    mi.add_argument("--output-dir", required=True)
+    mi.add_argument("--top-k", type=int, default=100)
+    mi.add_argument("--batch-size", type=int, default=32)
+    mi.add_argument("--shard-size", type=int, default=100_000)
+    mi.add_argument("--encode-dtype", choices=["float32", "float16", "bfloat16"], default="float16")
+    mi.add_argument("--index", choices=["exact", "faiss", "faiss-hnsw", "faiss-ivfpq"], default="exact",
+                    help="faiss: flat inner product (exact); faiss-hnsw / faiss-ivfpq: approximate, labelled so")
+    mi.add_argument("--shard-id", type=int, default=None)
+    mi.add_argument("--num-shards", type=int, default=None)
+    mi.add_argument("--overwrite", action="store_true", help="replace an index of another model / prompt / dtype")
+    mi.add_argument("--device", default=None)
+    mi.set_defaults(func=cmd_miracl)
 
     c = sub.add_parser("cka", help="cross-language CKA of a model's embeddings (+ heatmap)")
     c.add_argument("--model", required=True)

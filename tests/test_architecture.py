@@ -15,7 +15,7 @@ PKG = "sentence_transformers_hybrid"
 LAYERS = {
     "_utils": 0, "metrics": 0,
     "data": 1,
-    "sampling": 2, "losses": 2, "models": 2, "translate": 2,
+    "sampling": 2, "losses": 2, "models": 2, "translate": 2, "index": 2,
     "evaluation": 3,
     "experiment": 4,
     "testing": 5, "cli": 5, "__main__": 5, "_compat": 5, "__init__": 5,

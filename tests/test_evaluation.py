@@ -444,6 +444,140 @@ def test_beir_evaluator_runs_a_model_and_names_results(model, xquad):
     assert 0.0 < metrics["toy_recall@100"] < 1.0  # random relevant documents: some fall outside the top 100
 
 
+def test_beir_evaluator_encodes_the_context_the_benchmark_export_writes(xquad, model):
+    """``RetrievalBenchmark.beir(with_context=True)`` writes each sentence's paragraph as ``context``: the BEIR evaluator
+    encodes it as the LAReQA evaluator does (``CANDIDATE_WITH_CONTEXT``) and scores the en -> de setting as it does."""
+    corpus, queries, qrels = xquad.beir("en", ["de"], with_context=True)
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "recall@10", "mrr@10"],
+                                       batch_size=256)
+    split = xquad.splits["de"]
+    assert evaluator.corpus[5] == split.sentences[5] + "\n" + split.paragraphs[split.sentence_paragraph[5]]
+    ours = evaluator(model)
+    lareqa = MultilingualRetrievalEvaluator(xquad, languages=["de", "en"], settings=["cross"], batch_size=256)
+    lareqa(model)
+    (row,) = [r for r in lareqa.results if (r["query_language"], r["corpus_language"]) == ("en", "de")]
+    for metric in ("ndcg@10", "recall@10", "mrr@10"):
+        assert ours[metric] == pytest.approx(row[metric], abs=1e-6), metric
+
+
+def test_beir_evaluator_keeps_graded_qrels_graded_like_beir_and_pytrec_eval():
+    """Grades 1..3 are gains for nDCG (BEIR's ``EvaluateRetrieval.evaluate`` / trec_eval ``ndcg_cut``), not all 1."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    rng = np.random.default_rng(1)
+    corpus = {f"d{i:03d}": {"title": "", "text": f"doc {i}"} for i in range(200)}
+    queries = {f"q{i}": f"query {i}" for i in range(30)}
+    qrels = {}
+    for q in queries:
+        judged = rng.choice(200, size=int(rng.integers(2, 12)), replace=False)
+        qrels[q] = {f"d{j:03d}": int(g) for j, g in zip(judged, rng.integers(0, 4, len(judged)))}
+        qrels[q][f"d{judged[0]:03d}"] = int(rng.integers(1, 4))  # at least one relevant
+    q_emb, c_emb = rng.standard_normal((30, 16)), rng.standard_normal((200, 16))
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "recall@100", "ndcg@3"])
+    ours = evaluator.compute_metrics_from_embeddings(torch.from_numpy(q_emb), torch.from_numpy(c_emb))
+    cos = (q_emb / np.linalg.norm(q_emb, axis=1, keepdims=True)) @ (
+        c_emb / np.linalg.norm(c_emb, axis=1, keepdims=True)
+    ).T
+    run = {q: {d: float(cos[i, j]) for j, d in enumerate(corpus)} for i, q in enumerate(queries)}
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "ndcg_cut.3", "recall.100"}).evaluate(run)
+    assert ours["ndcg@10"] == pytest.approx(np.mean([t["ndcg_cut_10"] for t in trec.values()]), abs=1e-9)
+    assert ours["ndcg@3"] == pytest.approx(np.mean([t["ndcg_cut_3"] for t in trec.values()]), abs=1e-9)
+    assert ours["recall@100"] == pytest.approx(np.mean([t["recall_100"] for t in trec.values()]), abs=1e-9)
+    beir = beir_evaluate(qrels, run, k_values=[3, 10, 100])  # BEIR's own evaluation (rounded to 5 decimals)
+    assert ours["ndcg@10"] == pytest.approx(beir["ndcg@10"], abs=6e-6)
+    binary = {q: {d: int(g > 0) for d, g in judged.items()} for q, judged in qrels.items()}
+    flat = BEIRRetrievalEvaluator(corpus, queries, binary, metrics=["ndcg@10"]).compute_metrics_from_embeddings(
+        torch.from_numpy(q_emb), torch.from_numpy(c_emb))
+    assert abs(flat["ndcg@10"] - ours["ndcg@10"]) > 1e-3  # the grades matter on this set
+
+
+def test_beir_evaluator_searches_with_the_chunked_engine_and_its_tie_rule(monkeypatch):
+    """Corpus blocks of 7 rows and query blocks of 3 give the first-K of one full sort (score descending, corpus
+    order on ties), through the engine's search, never a score matrix over the whole corpus."""
+    import sentence_transformers_hybrid.evaluation.beir as beir_module
+
+    rng = np.random.default_rng(2)
+    c_emb = rng.standard_normal((50, 8)).astype(np.float32)
+    c_emb[30] = c_emb[4]  # exact ties: the lower corpus row first
+    c_emb[41] = c_emb[4]
+    q_emb = rng.standard_normal((10, 8)).astype(np.float32)
+    q_emb[0] = c_emb[4]
+    corpus = {f"z{49 - i}": f"doc {i}" for i in range(50)}  # doc ids in the opposite order of the rows
+    queries = {f"q{i}": f"query {i}" for i in range(10)}
+    qrels = {q: {"z0": 1} for q in queries}
+    calls, engine_search = [], beir_module.search
+
+    def spy(q, index, top_k, **kw):
+        calls.append((q.shape[0], len(index), kw["chunk_size"]))
+        return engine_search(q, index, top_k, **kw)
+
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["recall@20"], query_chunk_size=3,
+                                       corpus_chunk_size=7)
+    monkeypatch.setattr(beir_module, "search", spy)
+    top = evaluator.search(q_emb, c_emb, "dot")
+    want = np.lexsort((np.broadcast_to(np.arange(50), (10, 50)), -(q_emb @ c_emb.T)), axis=1)[:, :20]
+    np.testing.assert_array_equal(top, want)
+    assert calls == [(3, 50, 7), (3, 50, 7), (3, 50, 7), (1, 50, 7)]
+    assert evaluator.search(q_emb, c_emb, "cosine")[0, :3].tolist() == [4, 30, 41]  # cosine 1, tied
+
+
+def test_beir_evaluator_refuses_what_its_search_cannot_serve():
+    corpus, queries, qrels = {"a": "x", "b": "y"}, {"q": "x"}, {"q": {"a": 1}}
+    with pytest.raises(ValueError, match="'rank_distance' is not a cutoff metric"):
+        BEIRRetrievalEvaluator(corpus, queries, qrels, metrics=["ndcg@10", "rank_distance"])
+    evaluator = BEIRRetrievalEvaluator(corpus, queries, qrels)
+    with pytest.raises(ValueError, match="similarity 'euclidean' is not supported"):
+        evaluator.compute_metrics_from_embeddings(np.ones((1, 2)), np.eye(2), "euclidean")
+    with pytest.raises(ValueError, match="corpus embedding 1 is not finite"):
+        evaluator.compute_metrics_from_embeddings(np.ones((1, 2)), np.array([[1.0, 0.0], [np.nan, 1.0]]))
+
+
+def test_a_beir_folder_keeps_the_context_and_graded_qrels(xquad, tmp_path):
+    """A BEIR folder written from ``RetrievalBenchmark.beir(with_context=True)`` (BEIR's own loader drops
+    ``context``) and a graded qrels file read back as written."""
+    from sentence_transformers_hybrid.evaluation.beir import load_beir_folder as load_folder
+
+    corpus, queries, qrels = xquad.beir("en", ["de"], with_context=True)
+    qrels[next(iter(qrels))] = {d: 2 for d in qrels[next(iter(qrels))]}
+    (tmp_path / "qrels").mkdir()
+    with open(tmp_path / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": d, **doc}, ensure_ascii=False) + "\n" for d, doc in corpus.items())
+    with open(tmp_path / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"_id": q, "text": t}, ensure_ascii=False) + "\n" for q, t in queries.items())
+    with open(tmp_path / "qrels" / "dev.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        f.writelines(f"{q}\t{d}\t{g}\n" for q, judged in qrels.items() for d, g in judged.items())
+    got_corpus, got_queries, got_qrels = load_folder(str(tmp_path), split="dev")
+    assert got_corpus == corpus and got_queries == queries and got_qrels == qrels
+    evaluator = BEIRRetrievalEvaluator.from_folder(str(tmp_path), split="dev")
+    split = xquad.splits["de"]
+    assert evaluator.corpus[0] == split.sentences[0] + "\n" + split.paragraphs[split.sentence_paragraph[0]]
+    with open(tmp_path / "corpus.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"_id": "de/3", "text": "again"}) + "\n")
+    with pytest.raises(ValueError, match=r"corpus.jsonl: doc id 'de/3' occurs twice, lines 4 and %d" % (len(corpus) + 1)):
+        load_folder(str(tmp_path), split="dev")
+
+
+def test_ranked_list_metrics_equal_the_kernel_on_binary_grades_and_use_grades_only_for_ndcg():
+    import scipy.sparse as sp
+
+    from sentence_transformers_hybrid.metrics import ranked_list_metrics, ranking_metrics, top_k_indices
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.standard_normal((40, 120)), 1)  # rounded: many ties
+    grades = np.where(rng.random((40, 120)) < 0.05, rng.integers(1, 4, (40, 120)), 0)
+    grades[np.arange(40), rng.integers(0, 120, 40)] = 2  # every query has a relevant document
+    names = ["ndcg@10", "recall@50", "precision@5", "accuracy@3", "mrr@10", "map@20"]
+    top = top_k_indices(scores, 50).numpy()
+    binary = ranked_list_metrics(top, sp.csr_matrix(grades > 0), names)
+    kernel = ranking_metrics(scores, grades > 0, names, reduction="none")
+    for name in names:
+        np.testing.assert_allclose(binary[name], kernel[name], atol=1e-12, err_msg=name)
+    graded = ranked_list_metrics(top, sp.csr_matrix(grades), names)
+    for name in names[1:]:
+        np.testing.assert_array_equal(graded[name], binary[name])
+    assert not np.allclose(graded["ndcg@10"], binary["ndcg@10"])
+
+
 def test_qrels_for_unknown_documents_raise():
     with pytest.raises(ValueError, match="'zz'.*not in the corpus"):
         relevance_from_qrels({"q": {"zz": 1}}, ["q"], ["a", "b"])

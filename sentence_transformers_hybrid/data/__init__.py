@@ -5,6 +5,7 @@
   ``parallel_questions``;
 * :mod:`.lareqa`: XQuAD-R / MLQA-R; :mod:`.squad`: raw SQuAD-format files (benchmark and training corpus);
 * :mod:`.pairs`: JSONL / Hugging Face parallel data, ``pairs_to_corpus``;
+* :mod:`.miracl`: MIRACL topics / qrels / corpus (``load_miracl``); :mod:`.passages`: ``PassageSource`` (streamed corpus);
 * :mod:`.validation`: DataValidationError, ValidationReport;
 * :mod:`.arrow`: ``dataset_table`` (a Dataset's rows as it shows them); :mod:`.files`: gzip-aware opening;
 * :mod:`.formats`: ``detect_format``, ``load_corpus``, ``load_benchmark`` (what a data argument names).
@@ -17,6 +18,8 @@ from .arrow import dataset_table
 from .corpus import ParallelCorpus
 from .formats import detect_format, load_benchmark, load_corpus
 from .lareqa import LAREQA_LANGUAGES, load_lareqa
+from .miracl import MIRACL_LANGUAGES, MiraclData, load_miracl
+from .passages import PassageBatch, PassageSource
 from .pairs import load_parallel_dataset, load_parallel_jsonl, pairs_to_corpus
 from .squad import load_squad_parallel, split_sentences, squad_to_corpus
 from .validation import DataValidationError, ValidationReport
@@ -26,6 +29,10 @@ __all__ = [
     "DataValidationError",
     "LAREQA_LANGUAGES",
     "LanguageSplit",
+    "MIRACL_LANGUAGES",
+    "MiraclData",
+    "PassageBatch",
+    "PassageSource",
     "ParallelCorpus",
     "RetrievalBenchmark",
     "ValidationReport",
@@ -34,6 +41,7 @@ __all__ = [
     "load_benchmark",
     "load_corpus",
     "load_lareqa",
+    "load_miracl",
     "load_parallel_dataset",
     "load_parallel_jsonl",
     "load_squad_parallel",

@@ -3,6 +3,7 @@
 * :mod:`.retrieval`: :class:`MultilingualRetrievalEvaluator` (LAReQA mono / cross / multi, rank distance,
   same-language share, the language-centering control);
 * :mod:`.beir`: :class:`BEIRRetrievalEvaluator` and BEIR interop (qrels <-> relevance, runs, the cross-check);
+* :mod:`.miracl`: :class:`MIRACLEvaluator`, :func:`evaluate_miracl` (the corpus engine: shards, search, trec_eval);
 * :mod:`.cka`: :class:`CKAEvaluator` and the layer-wise helpers (:func:`layer_embeddings`, :func:`layerwise_cka`,
   :func:`cka_matrix`, :func:`plot_cka_heatmap`);
 * :mod:`.encoding`: what the retrieval evaluators share (encoding settings, cosine scores);
@@ -12,6 +13,7 @@ None of them parses files; loaders live in :mod:`sentence_transformers_hybrid.da
 """
 
 from .beir import BEIRRetrievalEvaluator, beir_evaluate, load_beir_folder, relevance_from_qrels, run_from_scores
+from .miracl import MIRACLEvaluator, evaluate_miracl
 from .cka import CKAEvaluator, cka_matrix, layer_embeddings, layerwise_cka, plot_cka_heatmap
 from .plots import plot_heatmap
 from .retrieval import (
@@ -27,11 +29,13 @@ __all__ = [
     "BEIRRetrievalEvaluator",
     "CKAEvaluator",
     "EVALUATOR_METRICS",
+    "MIRACLEvaluator",
     "MULTI_METRICS",
     "MultilingualRetrievalEvaluator",
     "SETTINGS",
     "beir_evaluate",
     "cka_matrix",
+    "evaluate_miracl",
     "layer_embeddings",
     "layerwise_cka",
     "load_beir_folder",

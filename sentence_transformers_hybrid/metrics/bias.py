@@ -16,43 +16,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
+
+from .ranking import ranks_of
 
 __all__ = ["language_centered", "rank_distance_rows", "ranks_of", "same_language_share"]
 
 #: A centered embedding shorter than this (the embeddings are unit vectors before centering) is a zero vector.
 ZERO_NORM = 1e-6
-
-
-def _count_per_row(mask_of: Any, n_probes: int, numpy_ok: bool) -> Any:
-    """``[B x P]`` int64 counts of ``mask_of(p)`` (a ``[B x D]`` bool array) per row, for each probe ``p``."""
-    if numpy_ok:  # numpy's compare + uint8 add-reduce is ~15x faster than torch's bool reductions on CPU
-        return np.stack(
-            [np.add.reduce(mask_of(p).view(np.uint8), axis=1, dtype=np.int32) for p in range(n_probes)], 1
-        ).astype(np.int64)
-    return torch.stack([torch.count_nonzero(mask_of(p), dim=1) for p in range(n_probes)], 1)
-
-
-def ranks_of(chunk: torch.Tensor, docs: torch.Tensor) -> torch.Tensor:
-    """1-based full-ranking ranks ``[B x P]`` of documents ``docs[b, p]`` of each row (counted, not sorted).
-
-    ``rank = #{s > s_j} + #{s == s_j and index < j} + 1``; the index-aware tie count runs only on rows where
-    another document has the probe's exact score.
-    """
-    n_probes = docs.shape[1]
-    v = chunk.gather(1, docs)  # [B x P]
-    numpy_ok = chunk.device.type == "cpu" and chunk.dtype in (torch.float16, torch.float32, torch.float64)
-    c, vv = (chunk.numpy(), v.numpy()) if numpy_ok else (chunk, v)
-    before = _count_per_row(lambda p: c > vv[:, p : p + 1], n_probes, numpy_ok)
-    equal = _count_per_row(lambda p: c == vv[:, p : p + 1], n_probes, numpy_ok)
-    before = torch.as_tensor(before, device=chunk.device)
-    tied = torch.nonzero((torch.as_tensor(equal, device=chunk.device) > 1).any(1)).flatten()
-    if len(tied):
-        ar = torch.arange(chunk.shape[1], device=chunk.device)
-        sub = chunk[tied][:, None, :]
-        before[tied] += torch.count_nonzero((sub == v[tied][:, :, None]) & (ar < docs[tied, :, None]), dim=2)
-    return before + 1
 
 
 def rank_distance_rows(

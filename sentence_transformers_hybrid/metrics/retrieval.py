@@ -38,7 +38,6 @@ comes from the same ranks.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -46,7 +45,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bias import rank_distance_rows, ranks_of
+from .bias import rank_distance_rows
+from .ranking import BLOCK, BLOCK_MIN_DOCS, ranks_of, top_k
 
 __all__ = [
     "LAREQA_METRICS",
@@ -394,57 +394,14 @@ class _Relevance:
 
 #: Largest block width of the block-max pre-selection in :func:`_top_k`; rows of at least
 #: ``max(_BLOCK_MIN_DOCS, 4 * k * width)`` documents use it, with the widest power-of-two width that fits.
-_BLOCK = 64
-_BLOCK_MIN_DOCS = 512
+_BLOCK = BLOCK
+_BLOCK_MIN_DOCS = BLOCK_MIN_DOCS
 
 
 def _top_k(chunk: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``[B x k]`` of the first ``k`` documents under (descending score, ascending index).
-
-    Wide rows are first cut into blocks of ``width`` documents (a power of two up to ``_BLOCK``): the first ``k`` blocks under (descending block
-    maximum, ascending block index) hold the first ``k`` documents (every document scoring above the k-th score
-    lies in a block whose maximum is above it, at most ``k - 1`` such blocks; the lowest-index documents tied
-    at the k-th score lie in the lowest-index blocks whose maximum equals it). A block maximum is a cheap
-    vectorised reduction, so ``torch.topk`` runs on ``k * width`` candidates instead of the whole row.
-    """
-    n_docs = chunk.shape[1]
-    width = _BLOCK
-    while width > 8 and n_docs < 4 * k * width:
-        width //= 2
-    if n_docs >= max(_BLOCK_MIN_DOCS, 4 * k * width):
-        n_full = n_docs // width
-        block_max = chunk[:, : n_full * width].reshape(chunk.shape[0], n_full, width).amax(2)
-        if n_docs % width:
-            block_max = torch.cat([block_max, chunk[:, n_full * width :].amax(1, keepdim=True)], 1)
-        blocks = torch.sort(_top_k(block_max, k), dim=1).values  # ascending: candidates in document order
-        cols = (blocks[:, :, None] * width + torch.arange(width, device=chunk.device)).reshape(len(blocks), -1)
-        inside = cols < n_docs
-        cand = chunk.gather(1, cols.clamp(max=n_docs - 1))
-        if not bool(inside.all()):  # past the short last block: -inf never outranks a (finite) score
-            cand = torch.where(inside, cand, -math.inf)
-        return cols.gather(1, _top_k(cand, k))
-    if k < n_docs:
-        # one more than needed: the k-th score is tied beyond the cut iff the (k+1)-th equals it
-        values, idx = torch.topk(chunk, k + 1, dim=1, largest=True, sorted=True)
-        tied = torch.nonzero(values[:, k - 1] == values[:, k]).flatten()
-        values, idx = values[:, :k].contiguous(), idx[:, :k].contiguous()
-    else:
-        values, idx = torch.topk(chunk, k, dim=1, largest=True, sorted=True)
-        tied = idx.new_zeros(0)
-    kth = values[:, -1:]
-    # topk picks arbitrarily among documents tied at the k-th score: re-select those rows by index
-    if len(tied):
-        sub = chunk[tied]
-        ar = torch.arange(n_docs, device=chunk.device)
-        key = torch.where(sub > kth[tied], ar, 2 * n_docs)
-        key = torch.where(sub == kth[tied], ar + n_docs, key)
-        idx[tied] = key.topk(k, dim=1, largest=False, sorted=False).indices
-        values[tied] = sub.gather(1, idx[tied])
-    # order the k kept by (descending score, ascending index): sort by index, then stable by score
-    by_idx = torch.argsort(idx, dim=1)
-    idx, values = idx.gather(1, by_idx), values.gather(1, by_idx)
-    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return idx.gather(1, by_score)
+    """Indices ``[B x k]`` of the first ``k`` documents under the package's rule
+    (:func:`~sentence_transformers_hybrid.metrics.ranking.top_k`, with this module's block settings)."""
+    return top_k(chunk, k, block=_BLOCK, min_docs=_BLOCK_MIN_DOCS)
 
 
 def _chunk_metrics(
