@@ -62,6 +62,19 @@ class MiraclData:
         return [q for q in self.queries if any(r > 0 for r in self.qrels.get(q, {}).values())]
 
 
+def _file_order(path: Path) -> tuple[int, str]:
+    """Corpus files in MIRACL's numeric order: ``docs-2`` before ``docs-10`` (the Hub's names are not zero-padded,
+    and the corpus row order, so the tie rule's order, follows this).
+
+    Example::
+
+        >>> [p.name for p in sorted(map(Path, ["docs-10.jsonl.gz", "docs-2.jsonl.gz", "docs-1.jsonl.gz"]), key=_file_order)]
+        ['docs-1.jsonl.gz', 'docs-2.jsonl.gz', 'docs-10.jsonl.gz']
+    """
+    stem = path.name.split(".", 1)[0].removeprefix("docs-")
+    return (int(stem), path.name) if stem.isdigit() else (-1, path.name)
+
+
 def miracl_paths(language: str, split: str, data_dir: str | os.PathLike) -> tuple[Path, Path, str]:
     """``(topics file, qrels file, corpus glob)`` of a language and split under ``data_dir``."""
     root = Path(data_dir)
@@ -97,7 +110,7 @@ def load_miracl(language: str, split: str = "dev", data_dir: str | os.PathLike |
     topics, qrels_path, _ = miracl_paths(language, split, topics_root)
     _, _, corpus_glob = miracl_paths(language, split, corpus_root)
     corpus_dir = Path(corpus_glob).parent
-    files = sorted(corpus_dir.glob("docs-*.jsonl.gz")) if corpus_dir.is_dir() else []
+    files = sorted(corpus_dir.glob("docs-*.jsonl.gz"), key=_file_order) if corpus_dir.is_dir() else []
     missing = [str(p) for p in (topics, qrels_path) if not p.is_file()] + ([] if files else [corpus_glob])
     if missing:
         where = f"under {data_dir}" if data_dir is not None else "in the Hub download"
