@@ -32,6 +32,17 @@ def _load_benchmark(name: str, data_dir: str | None, languages: list[str] | None
     return load_benchmark(name, data_dir=data_dir, languages=languages)
 
 
+def _benchmark_model_output(args: argparse.Namespace, config_name: str):
+    """The benchmark and model an evaluation command names, and its output folder with the command's config."""
+    from sentence_transformers import SentenceTransformer
+
+    bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
+    model = SentenceTransformer(args.model, device=args.device)
+    out = Path(args.output_dir)
+    _write_config(out / config_name, args)
+    return bench, model, out
+
+
 def _load_corpus(spec: str, data_dir: str | None, languages: list[str] | None):
     from .data.formats import load_corpus
 
@@ -88,14 +99,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sentence_transformers import SentenceTransformer
-
     from .evaluation import MultilingualRetrievalEvaluator
 
-    bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
-    model = SentenceTransformer(args.model, device=args.device)
-    out = Path(args.output_dir)
-    _write_config(out / "evaluate_config.json", args)
+    bench, model, out = _benchmark_model_output(args, "evaluate_config.json")
     evaluator = MultilingualRetrievalEvaluator(
         bench, name=bench.name, batch_size=args.batch_size, query_prompt=args.query_prompt,
         corpus_prompt=args.corpus_prompt, candidate_context=not args.sentences_only,
@@ -123,14 +129,9 @@ def cmd_miracl(args: argparse.Namespace) -> int:
 
 
 def cmd_cka(args: argparse.Namespace) -> int:
-    from sentence_transformers import SentenceTransformer
-
     from .evaluation.cka import CKAEvaluator, plot_cka_heatmap
 
-    bench = _load_benchmark(args.benchmark, args.data_dir, args.languages)
-    model = SentenceTransformer(args.model, device=args.device)
-    out = Path(args.output_dir)
-    _write_config(out / "cka_config.json", args)
+    bench, model, out = _benchmark_model_output(args, "cka_config.json")
     evaluator = CKAEvaluator.from_benchmark(bench, name=bench.name, batch_size=args.batch_size, prompt=args.prompt)
     metrics = evaluator(model, output_path=str(out))
     print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}, indent=2))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,27 @@ class PassageBatch:
     file: str
     first_line: int
     first_row: int = 0
+
+
+def _batches(rows: Iterable[tuple[int, int, Any]], parse: Callable[[Any, int], tuple[str, str]], source: str,
+             batch_size: int, keep: Callable[[int], bool] | None, boundary: int | None) -> Iterator[PassageBatch]:
+    """Cut ``(row, line, raw)`` items into :class:`PassageBatch` es of consecutive kept rows: at most ``batch_size``
+    rows, none crossing a multiple of ``boundary``; ``keep(row)`` false skips a row without parsing it."""
+    batch: PassageBatch | None = None
+    for r, line_no, raw in rows:
+        cut = batch is not None and (len(batch.docids) >= batch_size or (boundary and r % boundary == 0))
+        if batch is not None and (cut or batch.first_row + len(batch.docids) != r):
+            yield batch
+            batch = None
+        if keep is not None and not keep(r):
+            continue
+        docid, text = parse(raw, line_no)
+        if batch is None:
+            batch = PassageBatch([], [], source, line_no, r)
+        batch.docids.append(docid)
+        batch.texts.append(text)
+    if batch is not None:
+        yield batch
 
 
 class PassageSource:
@@ -188,51 +209,28 @@ class PassageSource:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if self._records is not None:
-            yield from self._iter_records(batch_size, keep, boundary)
+            rows = ((r, r + 1, rec) for r, rec in enumerate(self._records))
+            yield from _batches(rows, lambda rec, _: (rec[0], self.text_of(rec[1], rec[2])), "<memory>",
+                                batch_size, keep, boundary)
             return
         row = 0
         for f in self.files:
-            batch: PassageBatch | None = None
-            line_no = 0
+            read = [0]  # lines read from f so far: a truncation error names the line after them
+
+            def lines(fh, start: int = row):
+                for i, raw in enumerate(fh):
+                    read[0] = i + 1
+                    yield start + i, i + 1, raw
+
             with self._open(f) as fh:
                 try:
-                    for raw in fh:
-                        line_no += 1
-                        r, row = row, row + 1
-                        cut = batch is not None and (len(batch.docids) >= batch_size or (boundary and r % boundary == 0))
-                        if batch is not None and (cut or batch.first_row + len(batch.docids) != r):
-                            yield batch
-                            batch = None
-                        if keep is not None and not keep(r):
-                            continue
-                        docid, text = self._parse(raw, f, line_no)
-                        if batch is None:
-                            batch = PassageBatch([], [], str(f), line_no, r)
-                        batch.docids.append(docid)
-                        batch.texts.append(text)
+                    yield from _batches(lines(fh), lambda raw, n, f=f: self._parse(raw, f, n), str(f),
+                                        batch_size, keep, boundary)
                 except (EOFError, OSError, zlib.error) as err:
                     if isinstance(err, FileNotFoundError):
                         raise
-                    raise _truncated(f, line_no, err) from err
-            if batch is not None:
-                yield batch
-
-    def _iter_records(self, batch_size: int, keep: Callable[[int], bool] | None, boundary: int | None):
-        assert self._records is not None
-        batch: PassageBatch | None = None
-        for r, (docid, title, text) in enumerate(self._records):
-            cut = batch is not None and (len(batch.docids) >= batch_size or (boundary and r % boundary == 0))
-            if batch is not None and (cut or batch.first_row + len(batch.docids) != r):
-                yield batch
-                batch = None
-            if keep is not None and not keep(r):
-                continue
-            if batch is None:
-                batch = PassageBatch([], [], "<memory>", r + 1, r)
-            batch.docids.append(docid)
-            batch.texts.append(self.text_of(title, text))
-        if batch is not None:
-            yield batch
+                    raise _truncated(f, read[0], err) from err
+            row += read[0]
 
     def _parse(self, raw: bytes, path: Path, line_no: int) -> tuple[str, str]:
         try:
