@@ -39,7 +39,9 @@ from .data import (
     load_lareqa,
     load_parallel_dataset,
     load_parallel_jsonl,
+    lareqa_dev_protocol,
     load_squad_parallel,
+    split_lareqa_by_article,
     split_sentences,
 )
 from .data import pairs_to_corpus, squad_to_corpus
@@ -57,7 +59,7 @@ from .evaluation import (
     run_from_scores,
 )
 from .experiment import PRESETS, Preset, push_model, run_experiment
-from .losses import hybrid_loss
+from .losses import ParallelConsistencyLoss, hybrid_loss
 from .metrics import (
     MinibatchCKA,
     gram_cka,
@@ -75,15 +77,22 @@ from .models import (
     convert_e5_small,
     freeze_word_embeddings,
     m2m100_encoder,
+    merge_models,
     trim_e5_weight_file,
     trim_vocabulary,
 )
 from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback, training_dataset
+from .sampling import parallel_query_dataset
 from .translate import M2M100Translator, TranslationCache, translate_file, translate_parallel
 
 _compat.install()
 
 __all__ = [
+    "ParallelConsistencyLoss",
+    "lareqa_dev_protocol",
+    "merge_models",
+    "parallel_query_dataset",
+    "split_lareqa_by_article",
     "BEIRRetrievalEvaluator",
     "CANDIDATE_WITH_CONTEXT",
     "CKAEvaluator",

@@ -1,6 +1,7 @@
 """Hybrid batches for the stock ``SentenceTransformerTrainer``.
 
 * :mod:`.modes`: the batch modes and their paper names; ``alpha`` checks;
+* :mod:`.parallel`: a translation of each question (:func:`parallel_query_dataset`), for the consistency term;
 * :mod:`.plan`: the pure numpy epoch planner (:func:`plan_epoch`, :class:`EpochPlan`);
 * :mod:`.sampler`: :class:`HybridBatchSampler`;
 * :mod:`.trainer`: the factory ``HybridBatchSampler.configure(...)`` returns, :class:`SamplerConfigCallback`, and the
@@ -12,11 +13,15 @@ The training dataset the sampler draws from (``corpus.to_dataset()``) is built i
 
 from ..data.pair_dataset import PAIR_COLUMN, PairLayout, PairResolver, pair_layout, training_dataset
 from .modes import EXPERIMENT_MODES, MODES, PAPER_NAMES, describe_alpha
+from .parallel import PARALLEL_QUERY_COLUMN, ParallelQueryResolver, parallel_query_dataset
 from .plan import EpochPlan, plan_epoch
 from .sampler import HybridBatchSampler
 from .trainer import CONFIG_FILE, HybridBatchSamplerFactory, SamplerConfigCallback, write_sampler_config
 
 __all__ = [
+    "PARALLEL_QUERY_COLUMN",
+    "ParallelQueryResolver",
+    "parallel_query_dataset",
     "CONFIG_FILE",
     "EXPERIMENT_MODES",
     "EpochPlan",
