@@ -54,6 +54,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         overwrite=args.overwrite, **overrides,
     )
+    if args.preset == "beyond":
+        from .experiment.beyond_report import summary_text
+
+        print(summary_text(summary, args.output_dir))
+        return 0
     from .experiment.report import results_table
 
     print(results_table(summary))
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="cpu, cuda, ... (default: the library's choice)")
 
     e = sub.add_parser("experiment", help="train mono / cross / hybrid, evaluate, CKA, report")
-    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | finetune | gpu | paper")
+    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | finetune | gpu | paper | beyond "
+                   "(issue 22: dev selection on an XQuAD-R split by article, then the test on MLQA-R)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--output-dir", default="runs/experiment")
     e.add_argument("--device", default=None)

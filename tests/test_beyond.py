@@ -4,7 +4,9 @@ term, the selection and non-inferiority rules, and the ``beyond`` preset end to 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -331,3 +333,138 @@ def test_non_inferiority_uses_the_larger_of_the_floor_and_the_pooled_sd():
     assert not non_inferior([.640, .645, .650], loose)["holds"]
     with pytest.raises(ValueError):
         non_inferior([], loose)
+
+
+# ------------------------------------------------------------------------------------------------ the preset
+from sentence_transformers_hybrid.experiment import PRESETS, Preset  # noqa: E402
+from sentence_transformers_hybrid.experiment.beyond import (  # noqa: E402
+    BASELINE_CANDIDATES,
+    Candidate,
+    plan_beyond_runs,
+    reusable_finetune_record,
+    run_beyond,
+)
+from sentence_transformers_hybrid.experiment.beyond_report import beyond_records, write_beyond_outputs  # noqa: E402
+
+TINY_CANDIDATES = (*BASELINE_CANDIDATES, Candidate("hybrid-a0.9", alpha=0.9),
+                   Candidate("consistency-b0.5", alpha=0.5, consistency_weight=0.5),
+                   Candidate("merge-mono-l0.5", kind="merge", merge_with="mono", lam=0.5))
+
+
+def _tiny_beyond(**fields) -> Preset:
+    return Preset(**{**PRESETS["smoke"].to_dict(), "name": "beyond-tiny", "seeds": (0, 1), "alpha_sweep": (),
+                     "max_steps": 2, "max_train_groups": 120, "max_eval_questions": 60, "save_models": "none",
+                     "train_languages": ["de", "en", "es"], "eval_languages": ["de", "en"], **fields})
+
+
+def test_the_beyond_preset_has_the_finetune_settings_and_plans_every_run():
+    beyond, finetune = PRESETS["beyond"].to_dict(), PRESETS["finetune"].to_dict()
+    differ = {k for k in beyond if beyond[k] != finetune[k]}
+    assert differ == {"name", "description", "seeds", "alpha_sweep", "save_models"}
+    runs = plan_beyond_runs(PRESETS["beyond"])
+    dev = [r for r in runs if r.phase == "dev"]
+    assert [r.name for r in dev[:3]] == ["mono", "cross", "hybrid"] and len(dev) == 14
+    assert sum(r.candidate.kind == "train" for r in dev) == 8  # 3 baselines, 3 alphas, 2 betas; 6 merges
+    test = [r for r in runs if r.phase == "test"]
+    assert sorted({r.seed for r in test}) == [0, 1, 2, 3, 4] and len(test) == 20
+    merge = next(c for c in (r.candidate for r in dev) if c.kind == "merge")
+    chosen = [r.run_id for r in plan_beyond_runs(PRESETS["beyond"], chosen=merge) if r.phase == "test"]
+    assert chosen[:4] == ["test-mono-s0", "test-cross-s0", "test-hybrid-s0", f"test-{merge.name}-s0"]
+    assert [c.params for c in BASELINE_CANDIDATES] == [{}, {}, {}]
+
+
+@pytest.fixture(scope="module")
+def beyond_dev(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("beyond") / "exp"
+    summary = run_beyond(_tiny_beyond(), data_dir=data_dir, output_dir=out, finetune_dir=None,
+                         candidates=TINY_CANDIDATES, phase="dev")
+    return out, summary
+
+
+def test_dev_phase_writes_selection_json_with_the_issue_schema(beyond_dev):
+    out, summary = beyond_dev
+    selection = json.loads((out / "selection.json").read_text())
+    assert set(selection) >= {"rule", "dev", "candidates", "chosen"}
+    assert selection["dev"]["benchmark"] == "xquad-r-dev" and len(selection["dev"]["articles"]) == 10
+    names = [c["name"] for c in selection["candidates"]]
+    assert names == [c.name for c in TINY_CANDIDATES]
+    for c in selection["candidates"]:
+        assert set(c) >= {"name", "params", "mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"}
+        assert all(0 <= c[f"{s}_map@20"] <= 1 for s in ("mono", "cross", "multi"))
+    assert [c["params"] for c in selection["candidates"][:3]] == [{}, {}, {}]
+    assert selection["candidates"][3]["params"] == {"alpha": 0.9}
+    assert selection["candidates"][5]["params"] == {"merge": ["hybrid", "mono"], "lambda": 0.5}
+    assert selection["chosen"] == select_candidate(selection["candidates"]) == summary["chosen"]
+    assert selection["chosen"] not in ("mono", "cross", "hybrid")
+    # the dev runs never saw MLQA-R, and the merge is the mean of the saved dev models
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("dev-*.json")}
+    assert all(r["phase"] == "dev" and r["seed"] == 0 for r in records.values()) and len(records) == 6
+    assert records["dev-consistency-b0.5-s0"]["consistency_weight"] == 0.5
+    assert records["dev-merge-mono-l0.5-s0"]["train_seconds"] == 0.0
+    assert not (out / "runs" / "pretrained.json").exists()
+    assert summary["partial"] and "PARTIAL" in (out / "results.md").read_text()
+
+
+def test_test_phase_reuses_matching_finetune_records_and_resumes_run_by_run(beyond_dev, tmp_path, data_dir, monkeypatch):
+    dev_out, _ = beyond_dev
+    out = tmp_path / "exp"
+    shutil.copytree(dev_out, out)
+    config = json.loads((out / "config.json").read_text())
+    # a finetune experiment of the same computation (other name, run set and text) with a record of mono seed 1
+    finetune = tmp_path / "finetune"
+    (finetune / "runs").mkdir(parents=True)
+    stored = {**config, "preset": {**config["preset"], "name": "finetune", "seeds": [0, 1, 2], "description": "x"},
+              "config_key": "feedbeef"}
+    (finetune / "config.json").write_text(json.dumps(stored))
+    fake = {"mode": "mono", "alpha": None, "seed": 1, "run_id": "mono-s1", "mono_map@20": 0.5, "cross_map@20": 0.4,
+            "multi_map@20": 0.3, "rank_distance": 7.0, "cka_by_layer": None, "train_seconds": 99.0,
+            "config_key": "feedbeef"}
+    (finetune / "runs" / "mono-s1.json").write_text(json.dumps(fake))
+    found, why = reusable_finetune_record(finetune, config, "mono", 1)
+    assert found == fake and "reused" in why
+    other = {**stored, "preset": {**stored["preset"], "learning_rate": 1.0}}
+    (tmp_path / "other" / "runs").mkdir(parents=True)
+    (tmp_path / "other" / "config.json").write_text(json.dumps(other))
+    (tmp_path / "other" / "runs" / "mono-s1.json").write_text(json.dumps(fake))
+    assert reusable_finetune_record(tmp_path / "other", config, "mono", 1)[1].count("preset.learning_rate") == 1
+
+    summary = run_beyond(_tiny_beyond(), data_dir=data_dir, output_dir=out, finetune_dir=finetune,
+                         candidates=TINY_CANDIDATES)
+    assert not summary["partial"]
+    runs = json.loads((out / "runs.json").read_text())
+    assert set(runs) >= {"device", "command", "config", "pretrained", "runs"}
+    chosen = summary["chosen"]
+    assert sorted((r["method"], r["seed"]) for r in runs["runs"]) == sorted(
+        (m, s) for m in ("mono", "cross", "hybrid", chosen) for s in (0, 1))
+    reused = json.loads((out / "runs" / "test-mono-s1.json").read_text())
+    assert reused["reused_from"]["path"].endswith("mono-s1.json") and reused["mono_map@20"] == 0.5
+    sha = hashlib.sha256((out / "selection.json").read_bytes()).hexdigest()
+    assert all(json.loads(p.read_text())["selection_sha256"] == sha for p in (out / "runs").glob("test-*.json"))
+    md = (out / "results.md").read_text()
+    assert "PARTIAL" not in md and "## Claims" in md and "non-inferior" in md and "unchanged since" in md
+
+    # resume: a finished protocol trains nothing; a deleted record is the only run redone
+    (out / "runs" / "test-cross-s1.json").unlink()
+    trained = []
+    import sentence_transformers_hybrid.experiment.beyond as beyond_module
+
+    real = beyond_module.train_run
+    monkeypatch.setattr(beyond_module, "train_run", lambda *a, **k: trained.append(a[2].run_id) or real(*a, **k))
+    again = run_beyond(_tiny_beyond(), data_dir=data_dir, output_dir=out, finetune_dir=finetune,
+                       candidates=TINY_CANDIDATES)
+    assert trained == ["cross-s1"] and again["chosen"] == chosen and not again["partial"]
+
+    # an edited selection file is named in the report
+    (out / "selection.json").write_text((out / "selection.json").read_text() + "\n")
+    write_beyond_outputs(out, config=json.loads((out / "config.json").read_text()), device="cpu")
+    assert "selection.json changed after the test runs began" in (out / "results.md").read_text()
+
+
+def test_another_configuration_in_the_folder_is_refused(beyond_dev, tmp_path, data_dir):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+
+    out = tmp_path / "exp"
+    shutil.copytree(beyond_dev[0], out)
+    with pytest.raises(ExperimentConfigError, match=r"preset\.max_steps: stored 2, requested 3"):
+        run_beyond(_tiny_beyond(max_steps=3), data_dir=data_dir, output_dir=out, finetune_dir=None,
+                   candidates=TINY_CANDIDATES, phase="dev")
