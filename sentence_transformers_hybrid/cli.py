@@ -49,16 +49,22 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         overrides["modes"] = tuple(args.modes)
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
+    if args.preset == "beyond":  # issue 22's protocol: the dev selection, then the test (experiment/beyond.py)
+        from .experiment.beyond import run_beyond
+        from .experiment.beyond_report import summary_text
+
+        summary = run_beyond(
+            args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
+            model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            overwrite=args.overwrite, **overrides,
+        )
+        print(summary_text(summary, args.output_dir))
+        return 0
     summary = run_experiment(
         args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
         model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         overwrite=args.overwrite, **overrides,
     )
-    if args.preset == "beyond":
-        from .experiment.beyond_report import summary_text
-
-        print(summary_text(summary, args.output_dir))
-        return 0
     from .experiment.report import results_table
 
     print(results_table(summary))

@@ -346,14 +346,13 @@ from sentence_transformers_hybrid.experiment.beyond import (  # noqa: E402
 )
 from sentence_transformers_hybrid.experiment.beyond_report import beyond_records, write_beyond_outputs  # noqa: E402
 
-TINY_CANDIDATES = (*BASELINE_CANDIDATES, Candidate("hybrid-a0.9", alpha=0.9),
-                   Candidate("consistency-b0.5", alpha=0.5, consistency_weight=0.5),
+TINY_CANDIDATES = (*BASELINE_CANDIDATES, Candidate("consistency-b0.5", alpha=0.5, consistency_weight=0.5),
                    Candidate("merge-mono-l0.5", kind="merge", merge_with="mono", lam=0.5))
 
 
 def _tiny_beyond(**fields) -> Preset:
     return Preset(**{**PRESETS["smoke"].to_dict(), "name": "beyond-tiny", "seeds": (0, 1), "alpha_sweep": (),
-                     "max_steps": 2, "max_train_groups": 120, "max_eval_questions": 60, "save_models": "none",
+                     "max_steps": 2, "max_train_groups": 100, "max_eval_questions": 40, "save_models": "none",
                      "train_languages": ["de", "en", "es"], "eval_languages": ["de", "en"], **fields})
 
 
@@ -392,13 +391,14 @@ def test_dev_phase_writes_selection_json_with_the_issue_schema(beyond_dev):
         assert set(c) >= {"name", "params", "mono_map@20", "cross_map@20", "multi_map@20", "rank_distance"}
         assert all(0 <= c[f"{s}_map@20"] <= 1 for s in ("mono", "cross", "multi"))
     assert [c["params"] for c in selection["candidates"][:3]] == [{}, {}, {}]
-    assert selection["candidates"][3]["params"] == {"alpha": 0.9}
-    assert selection["candidates"][5]["params"] == {"merge": ["hybrid", "mono"], "lambda": 0.5}
+    assert selection["candidates"][3]["params"] == {"consistency_weight": 0.5}
+    assert selection["candidates"][4]["params"] == {"merge": ["hybrid", "mono"], "lambda": 0.5}
+    assert Candidate("hybrid-a0.9", alpha=0.9).params == {"alpha": 0.9}
     assert selection["chosen"] == select_candidate(selection["candidates"]) == summary["chosen"]
     assert selection["chosen"] not in ("mono", "cross", "hybrid")
     # the dev runs never saw MLQA-R, and the merge is the mean of the saved dev models
     records = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("dev-*.json")}
-    assert all(r["phase"] == "dev" and r["seed"] == 0 for r in records.values()) and len(records) == 6
+    assert all(r["phase"] == "dev" and r["seed"] == 0 for r in records.values()) and len(records) == 5
     assert records["dev-consistency-b0.5-s0"]["consistency_weight"] == 0.5
     assert records["dev-merge-mono-l0.5-s0"]["train_seconds"] == 0.0
     assert not (out / "runs" / "pretrained.json").exists()
@@ -468,3 +468,23 @@ def test_another_configuration_in_the_folder_is_refused(beyond_dev, tmp_path, da
     with pytest.raises(ExperimentConfigError, match=r"preset\.max_steps: stored 2, requested 3"):
         run_beyond(_tiny_beyond(max_steps=3), data_dir=data_dir, output_dir=out, finetune_dir=None,
                    candidates=TINY_CANDIDATES, phase="dev")
+
+
+def test_the_cli_runs_the_beyond_protocol_and_run_experiment_refuses_it(monkeypatch, tmp_path, capsys):
+    import sentence_transformers_hybrid.experiment.beyond as beyond_module
+    from sentence_transformers_hybrid.cli import main
+    from sentence_transformers_hybrid.experiment import run_experiment
+
+    calls = []
+
+    def fake(preset, **kwargs):
+        calls.append((preset, kwargs))
+        return {"chosen": "hybrid-a0.9", "claims": [], "partial": True, "missing": ["test-mono-s3"]}
+
+    monkeypatch.setattr(beyond_module, "run_beyond", fake)
+    assert main(["experiment", "--preset", "beyond", "--output-dir", str(tmp_path), "--seeds", "0", "1"]) == 0
+    assert calls[0][0] == "beyond" and calls[0][1]["seeds"] == (0, 1) and calls[0][1]["output_dir"] == str(tmp_path)
+    printed = capsys.readouterr().out
+    assert "chosen on dev: hybrid-a0.9" in printed and "PARTIAL" in printed
+    with pytest.raises(ValueError, match="run_beyond"):
+        run_experiment("beyond", output_dir=tmp_path / "x")

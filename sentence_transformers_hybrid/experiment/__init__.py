@@ -5,7 +5,9 @@
 * :mod:`.runner`: :func:`run_experiment` and its steps (:func:`load_data`, :func:`train_model`,
   :func:`evaluate_model`), resumable run by run;
 * :mod:`.report`: tables, plots, ``runs.json`` and model cards (pure functions of the run records);
-* :mod:`.hub`: :func:`push_model`.
+* :mod:`.hub`: :func:`push_model`;
+* :mod:`.beyond` (issue 22): :func:`run_beyond`, the ``beyond`` preset's dev selection and test, with
+  :mod:`.selection` (the fixed selection and non-inferiority rules) and :mod:`.beyond_report`.
 
 Every run trains through the **stock** ``SentenceTransformerTrainer`` with :class:`HybridBatchSampler` and the
 paper's MNRL configuration, then is evaluated on the held-out benchmark with :class:`MultilingualRetrievalEvaluator`
@@ -22,6 +24,8 @@ from ..data import parallel_questions, subsample_benchmark
 from .backbones import Backbone, E5Backbone, FrozenE5Backbone, HubBackbone, StaticBackbone, make_backbone
 from .hub import push_model
 from .presets import MODES, PRESETS, Preset, RunSpec, plan_runs, resolve_preset
+from .beyond import DEV_CANDIDATES, Candidate, plan_beyond_runs, run_beyond
+from .selection import non_inferior, select_candidate
 from .runner import (
     ExperimentConfigError,
     evaluate_model,
@@ -32,6 +36,12 @@ from .runner import (
 )
 
 __all__ = [
+    "Candidate",
+    "DEV_CANDIDATES",
+    "non_inferior",
+    "plan_beyond_runs",
+    "run_beyond",
+    "select_candidate",
     "Backbone",
     "E5Backbone",
     "ExperimentConfigError",

@@ -224,12 +224,10 @@ def run_experiment(
     """
     from . import report
 
-    if isinstance(preset, str) and preset == "beyond":  # issue 22's protocol: dev selection, then the test
-        from .beyond import run_beyond
-
-        return run_beyond(preset, data_dir=data_dir, output_dir=output_dir, resume=resume, device=device,
-                          model_path=model_path, command=command, overwrite=overwrite, **overrides)
     preset = resolve_preset(preset, device=device, **overrides)
+    if preset.name == "beyond":
+        raise ValueError("the beyond preset has its own protocol (dev selection, then the test): run it with "
+                         "sentence_transformers_hybrid.experiment.beyond.run_beyond or st-hybrid experiment --preset beyond")
     setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
     train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
     out = Path(output_dir)
