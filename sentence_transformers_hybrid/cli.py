@@ -141,6 +141,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .experiment.runner import report_records
 
     out = Path(args.output_dir)
+    if (out / "config.json").is_file():
+        beyond = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        if beyond.get("protocol") == "beyond":  # issue 22's folder: its own report (PARTIAL while runs are missing)
+            from .experiment.beyond_report import summary_text, write_beyond_outputs
+
+            setup = (beyond.get("device_setup") or {}).get("train")
+            summary = write_beyond_outputs(out, beyond, device=DeviceSetup(**setup).describe() if setup else "unknown")
+            print(summary_text(summary, out))
+            return 0
     missing = [str(p) for p in (out / "config.json", out / "runs" / "pretrained.json") if not p.is_file()]
     if missing:
         raise FileNotFoundError(

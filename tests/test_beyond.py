@@ -488,3 +488,17 @@ def test_the_cli_runs_the_beyond_protocol_and_run_experiment_refuses_it(monkeypa
     assert "chosen on dev: hybrid-a0.9" in printed and "PARTIAL" in printed
     with pytest.raises(ValueError, match="run_beyond"):
         run_experiment("beyond", output_dir=tmp_path / "x")
+
+
+def test_st_hybrid_report_rebuilds_a_beyond_folder(beyond_dev, tmp_path, capsys):
+    from sentence_transformers_hybrid.cli import main
+
+    out = tmp_path / "exp"
+    shutil.copytree(beyond_dev[0], out)
+    (out / "results.md").unlink()
+    assert main(["report", "--output-dir", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Results: `beyond` preset — PARTIAL (5 of 13 runs)") and "## Dev: the candidates" in md
+    assert "PARTIAL" in capsys.readouterr().out
+    records = beyond_records(out, json.loads((out / "config.json").read_text()))
+    assert len(records["runs"]) == 5 and records["missing"][0] == "test-mono-s0"
