@@ -370,6 +370,9 @@ def test_the_beyond_preset_has_the_finetune_settings_and_plans_every_run():
     chosen = [r.run_id for r in plan_beyond_runs(PRESETS["beyond"], chosen=merge) if r.phase == "test"]
     assert chosen[:4] == ["test-mono-s0", "test-cross-s0", "test-hybrid-s0", f"test-{merge.name}-s0"]
     assert [c.params for c in BASELINE_CANDIDATES] == [{}, {}, {}]
+    # --seeds picks the test seeds only: the dev phase stays on seed 0
+    later = plan_beyond_runs(Preset(**{**PRESETS["beyond"].to_dict(), "seeds": (3, 4)}))
+    assert {r.seed for r in later if r.phase == "dev"} == {0} and {r.seed for r in later if r.phase == "test"} == {3, 4}
 
 
 @pytest.fixture(scope="module")

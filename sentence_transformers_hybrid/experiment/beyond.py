@@ -67,6 +67,8 @@ __all__ = ["BeyondRun", "Candidate", "DEV_CANDIDATES", "plan_beyond_runs", "reus
            "selection_sha256"]
 
 SELECTION_FILE = "selection.json"
+#: the one seed of every dev candidate (fixed: ``--seeds`` picks the test seeds only)
+DEV_SEED = 0
 DEV_BENCHMARK = "xquad-r-dev"
 #: preset fields that change no computation of a run: a finetune record with other values is still this run
 _REUSE_IGNORED = ("name", "save_models")
@@ -147,7 +149,7 @@ class BeyondRun:
 def plan_beyond_runs(preset: Preset, chosen: Candidate | None = None,
                      candidates: Sequence[Candidate] = DEV_CANDIDATES) -> list[BeyondRun]:
     """Every run of the protocol, in order: the dev candidates (trained ones first, then the merges, which need the
-    baselines) on seed ``preset.seeds[0]``, then per seed of ``preset.seeds`` the baselines and the chosen candidate
+    baselines) on seed :data:`DEV_SEED` (0), then per seed of ``preset.seeds`` the baselines and the chosen candidate
     (``<chosen>`` until the dev phase has chosen).
 
     Example::
@@ -163,9 +165,8 @@ def plan_beyond_runs(preset: Preset, chosen: Candidate | None = None,
     missing = [b for b in BASELINES if b not in names]
     if missing:
         raise ValueError(f"the candidates must include the baselines {list(BASELINES)}; missing {missing}")
-    seed0 = preset.seeds[0]
-    runs = [BeyondRun("dev", c, seed0) for c in candidates if c.kind == "train"]
-    runs += [BeyondRun("dev", c, seed0) for c in candidates if c.kind == "merge"]
+    runs = [BeyondRun("dev", c, DEV_SEED) for c in candidates if c.kind == "train"]
+    runs += [BeyondRun("dev", c, DEV_SEED) for c in candidates if c.kind == "merge"]
     by_name = {c.name: c for c in candidates}
     for seed in preset.seeds:
         runs += [BeyondRun("test", by_name[b], seed) for b in BASELINES]
@@ -281,8 +282,11 @@ def run_beyond(
                       for r in plan_beyond_runs(preset, chosen, candidates)]
     atomic_write_json(out / "config.json", config)
 
+    dev_split = _Phase("split", lambda: split_lareqa_by_article(preset.train, data_dir=data_dir,
+                                                                languages=preset.train_languages))
+
     def dev_data():
-        split = split_lareqa_by_article(preset.train, data_dir=data_dir, languages=preset.train_languages)
+        split = dev_split.get()
         corpus = _limit(split.train_corpus(preset.passage_view), preset)
         dev = split.dev
         if preset.max_eval_questions:
@@ -308,8 +312,8 @@ def run_beyond(
             continue
         records[run.run_id] = _dev_run(run, dev_phase, ctx, needs_model=_partners(candidates))
     if chosen is None:
-        split = dev_phase.get()[0]
-        selection = _selection(candidates, records, preset, split.dev_articles, split.rule)
+        split = dev_split.get()  # the titles only: a resumed, finished dev phase builds no backbone
+        selection = _selection(candidates, records, split.dev_articles, split.rule)
         atomic_write_json(selection_file, selection)
         chosen = _chosen(selection_file, candidates)
         config["runs"] = [{"run_id": r.run_id, "phase": r.phase, "method": r.name, "seed": r.seed}
@@ -461,11 +465,11 @@ def _dev_run(run: BeyondRun, dev_phase: _Phase, ctx: dict[str, Any], needs_model
     return record
 
 
-def _selection(candidates: Sequence[Candidate], records: dict[str, dict[str, Any]], preset: Preset,
-               articles: list[str], rule: str) -> dict[str, Any]:
+def _selection(candidates: Sequence[Candidate], records: dict[str, dict[str, Any]], articles: list[str],
+               rule: str) -> dict[str, Any]:
     rows = []
     for c in candidates:
-        r = records[f"dev-{c.name}-s{preset.seeds[0]}"]
+        r = records[f"dev-{c.name}-s{DEV_SEED}"]
         rows.append({"name": c.name, "params": c.params, **{f"{s}_map@20": r.get(f"{s}_map@20")
                                                              for s in ("mono", "cross", "multi")},
                      "rank_distance": r.get("rank_distance")})
@@ -473,7 +477,7 @@ def _selection(candidates: Sequence[Candidate], records: dict[str, dict[str, Any
     for row in rows:
         row["worst_margin"] = worst_margin(row, baselines)
     return {"rule": SELECTION_RULE, "dev": {"benchmark": DEV_BENCHMARK, "articles": articles, "split": rule,
-                                            "seed": preset.seeds[0]},
+                                            "seed": DEV_SEED},
             "candidates": rows, "chosen": select_candidate(rows)}
 
 
@@ -541,4 +545,4 @@ def _load_average() -> list[float] | None:
         return None
 
 
-__all__ += ["BASELINE_CANDIDATES", "DEV_BENCHMARK", "SELECTION_FILE"]
+__all__ += ["BASELINE_CANDIDATES", "DEV_BENCHMARK", "DEV_SEED", "SELECTION_FILE"]
