@@ -505,3 +505,34 @@ def test_st_hybrid_report_rebuilds_a_beyond_folder(beyond_dev, tmp_path, capsys)
     assert "PARTIAL" in capsys.readouterr().out
     records = beyond_records(out, json.loads((out / "config.json").read_text()))
     assert len(records["runs"]) == 5 and records["missing"][0] == "test-mono-s0"
+
+
+def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt_and_the_wrapped_loss(monkeypatch,
+                                                                                                       tmp_path):
+    import sentence_transformers
+
+    from sentence_transformers_hybrid.experiment import RunSpec
+    from sentence_transformers_hybrid.experiment.training import train_run
+
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def train(self, resume_from_checkpoint=None):
+            seen["rows"] = seen["train_dataset"][:2]
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformerTrainer", FakeTrainer)
+    corpus = _parallel_corpus(groups=8)
+    model = tiny_static_model(TEXTS)
+    preset = Preset(**{**PRESETS["smoke"].to_dict(), "batch_size": 4, "max_steps": 1, "save_steps": 0})
+    prompts = {"query": "query: ", "passage": "passage: "}
+    train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts, consistency_weight=0.5)
+    assert isinstance(seen["loss"], ParallelConsistencyLoss) and seen["loss"].weight == 0.5
+    assert seen["args"].prompts == {"query": "query: ", "passage": "passage: ", PARALLEL_QUERY_COLUMN: "query: "}
+    assert list(seen["rows"]) == ["query", "passage", PARALLEL_QUERY_COLUMN]
+    seen.clear()
+    train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts)
+    assert not isinstance(seen["loss"], ParallelConsistencyLoss) and list(seen["rows"]) == ["query", "passage"]
+    assert PARALLEL_QUERY_COLUMN not in (seen["args"].prompts or {})
