@@ -536,3 +536,27 @@ def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt
     train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts)
     assert not isinstance(seen["loss"], ParallelConsistencyLoss) and list(seen["rows"]) == ["query", "passage"]
     assert PARALLEL_QUERY_COLUMN not in (seen["args"].prompts or {})
+
+
+def test_the_constant_mono_steps_control_trains_longer_with_the_same_alpha(monkeypatch, tmp_path):
+    import sentence_transformers_hybrid.experiment.beyond as beyond_module
+    from sentence_transformers_hybrid.experiment.beyond import MONO_STEPS_CONTROL, BeyondRun
+    from sentence_transformers_hybrid.experiment.training import TrainResult
+
+    assert MONO_STEPS_CONTROL.params == {"max_steps": 600} and MONO_STEPS_CONTROL.alpha == 0.5
+    seen = []
+    monkeypatch.setattr(beyond_module, "train_run", lambda model, corpus, spec, preset, *a, **k: seen.append(
+        (spec, preset.max_steps, k["consistency_weight"])) or TrainResult(1.0, {}))
+
+    class Backbone:
+        def new_model(self, seed):
+            return tiny_static_model(TEXTS)
+
+        def prompts(self):
+            return {}
+
+    ctx = {"preset": PRESETS["beyond"], "out": tmp_path, "resume": True, "train_setup": None}
+    _, fields = beyond_module._train_record(BeyondRun("dev", MONO_STEPS_CONTROL, 0), None, Backbone(), ctx)
+    assert seen[0][0].mode == "hybrid" and seen[0][0].alpha == 0.5 and seen[0][1] == 600 and fields["max_steps"] == 600
+    beyond_module._train_record(BeyondRun("dev", BASELINE_CANDIDATES[2], 0), None, Backbone(), ctx)
+    assert seen[1][1] == PRESETS["beyond"].max_steps == 300
