@@ -39,7 +39,9 @@ from .data import (
     load_lareqa,
     load_parallel_dataset,
     load_parallel_jsonl,
+    lareqa_dev_protocol,
     load_squad_parallel,
+    split_lareqa_by_article,
     split_sentences,
 )
 from .data import pairs_to_corpus, squad_to_corpus
@@ -63,7 +65,7 @@ from .evaluation.miracl import MIRACLEvaluator, evaluate_miracl
 from .index import CorpusIndex, SearchResult, encode_corpus, model_fingerprint, search, write_trec_run
 from .metrics.trec import miracl_scores, trec_eval
 from .experiment import PRESETS, Preset, push_model, run_experiment
-from .losses import hybrid_loss
+from .losses import ParallelConsistencyLoss, hybrid_loss
 from .metrics import (
     MinibatchCKA,
     gram_cka,
@@ -81,10 +83,12 @@ from .models import (
     convert_e5_small,
     freeze_word_embeddings,
     m2m100_encoder,
+    merge_models,
     trim_e5_weight_file,
     trim_vocabulary,
 )
 from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback, training_dataset
+from .sampling import parallel_query_dataset
 from .translate import M2M100Translator, TranslationCache, translate_file, translate_parallel
 
 _compat.install()
@@ -105,6 +109,11 @@ __all__ = [
     "write_trec_run",
     "miracl_scores",
     "trec_eval",
+    "ParallelConsistencyLoss",
+    "lareqa_dev_protocol",
+    "merge_models",
+    "parallel_query_dataset",
+    "split_lareqa_by_article",
     "BEIRRetrievalEvaluator",
     "CANDIDATE_WITH_CONTEXT",
     "CKAEvaluator",

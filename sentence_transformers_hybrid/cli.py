@@ -60,6 +60,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         overrides["modes"] = tuple(args.modes)
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
+    if args.preset == "beyond":  # issue 22's protocol: the dev selection, then the test (experiment/beyond.py)
+        from .experiment.beyond import run_beyond
+        from .experiment.beyond_report import summary_text
+
+        summary = run_beyond(
+            args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
+            model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            overwrite=args.overwrite, **overrides,
+        )
+        print(summary_text(summary, args.output_dir))
+        return 0
     summary = run_experiment(
         args.preset, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, device=args.device,
         model_path=args.model, command="st-hybrid " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -147,6 +158,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .experiment.runner import report_records
 
     out = Path(args.output_dir)
+    if (out / "config.json").is_file():
+        beyond = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        if beyond.get("protocol") == "beyond":  # issue 22's folder: its own report (PARTIAL while runs are missing)
+            from .experiment.beyond_report import summary_text, write_beyond_outputs
+
+            setup = (beyond.get("device_setup") or {}).get("train")
+            summary = write_beyond_outputs(out, beyond, device=DeviceSetup(**setup).describe() if setup else "unknown")
+            print(summary_text(summary, out))
+            return 0
     missing = [str(p) for p in (out / "config.json", out / "runs" / "pretrained.json") if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -231,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default=None, help="cpu, cuda, ... (default: the library's choice)")
 
     e = sub.add_parser("experiment", help="train mono / cross / hybrid, evaluate, CKA, report")
-    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | finetune | gpu | paper")
+    e.add_argument("--preset", default="auto", help="auto (gpu if CUDA else cpu) | smoke | cpu | finetune | gpu | paper | beyond "
+                   "(issue 22: dev selection on an XQuAD-R split by article, then the test on MLQA-R)")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--output-dir", default="runs/experiment")
     e.add_argument("--device", default=None)

@@ -284,3 +284,92 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 
 
 __all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "LengthSortedMultipleNegativesRankingLoss", "hybrid_loss"]
+
+
+class ParallelConsistencyLoss(torch.nn.Module):
+    """A contrastive loss plus a parallel-query consistency term: a question and its translation should rank the
+    batch's candidates alike.
+
+    The inputs are the columns of
+    :func:`~sentence_transformers_hybrid.sampling.parallel.parallel_query_dataset`: ``(query, passage[, hard
+    negatives...], query_parallel)``, the translation last. ``base_loss`` (a ``MultipleNegativesRankingLoss`` or a
+    subclass, e.g. :func:`hybrid_loss`'s) sees the other columns as it would without the translation, so its value
+    and its in-batch negatives are unchanged. With ``s`` its scale and ``sim`` its similarity, the candidates ``C``
+    (every passage and hard negative of the batch) and, for row ``i``, ``p_i = softmax(s * sim(q_i, C))`` and
+    ``p'_i = softmax(s * sim(q'_i, C))``::
+
+        loss = base_loss(query, passage, ...) + weight * mean_i [KL(p_i || p'_i) + KL(p'_i || p_i)]
+
+    (the symmetric KL is ``sum_c (p_ic - p'_ic) (log p_ic - log p'_ic)``). Gradients flow through both questions.
+    The translation's embedding is computed like the other columns': by ``base_loss.embed_length_sorted`` where the
+    base loss has one (:class:`LengthSortedMultipleNegativesRankingLoss`), else one forward of the model.
+
+    Args:
+        model: the model being trained.
+        base_loss: the contrastive loss (default: ``hybrid_loss(model)``, the paper's MNRL at scale 20).
+        weight: ``beta`` of the consistency term (>= 0; 0 gives ``base_loss``'s value).
+
+    Example::
+
+        >>> import numpy as np, torch
+        >>> from sentence_transformers import SentenceTransformer
+        >>> from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> words = ["[UNK]", "who", "wrote", "faust", "wer", "schrieb", "goethe", "paris", "capital"]
+        >>> tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+        >>> tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        >>> weights = np.random.default_rng(0).standard_normal((len(words), 8)).astype("float32")
+        >>> model = SentenceTransformer(modules=[StaticEmbedding(tok, embedding_weights=weights)])
+        >>> loss = ParallelConsistencyLoss(model, weight=0.5)
+        >>> columns = [["who wrote faust", "capital"], ["goethe", "paris"], ["wer schrieb faust", "capital"]]
+        >>> features = [model.preprocess(c) for c in columns]
+        >>> base = loss.base_loss(features[:2], None)
+        >>> bool(loss(features, None) > base), loss.weight
+        (True, 0.5)
+    """
+
+    def __init__(self, model: SentenceTransformer, base_loss: MultipleNegativesRankingLoss | None = None,
+                 weight: float = 0.1) -> None:
+        super().__init__()
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"weight must be a number >= 0, got {weight!r}")
+        self.model = model
+        self.base_loss = base_loss if base_loss is not None else hybrid_loss(model)
+        if not hasattr(self.base_loss, "compute_loss_from_embeddings"):
+            raise TypeError(f"base_loss must be a MultipleNegativesRankingLoss (it has compute_loss_from_embeddings), "
+                            f"got {type(self.base_loss).__name__}")
+        self.weight = float(weight)
+
+    @property
+    def scale(self) -> float:
+        return float(self.base_loss.scale)
+
+    def _embed(self, features: dict[str, Any]) -> Tensor:
+        embed = getattr(self.base_loss, "embed_length_sorted", None)
+        return embed(features) if callable(embed) else self.model(features)["sentence_embedding"]
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        features = list(sentence_features)
+        if len(features) < 3:
+            raise ValueError(f"ParallelConsistencyLoss needs the columns (query, passage, ..., query_parallel), got "
+                             f"{len(features)}: train on parallel_query_dataset(corpus)")
+        embeddings = [self._embed(f) for f in features]
+        *columns, parallel = embeddings
+        base = self.base_loss.compute_loss_from_embeddings(columns, labels)
+        if self.weight == 0.0:
+            return base
+        return base + self.weight * self.consistency(columns[0], parallel, torch.cat(columns[1:], dim=0))
+
+    def consistency(self, queries: Tensor, parallel: Tensor, candidates: Tensor) -> Tensor:
+        """The mean symmetric KL between the softmax rows of ``queries`` and ``parallel`` over ``candidates``."""
+        sim = self.base_loss.similarity_fct
+        log_p = torch.log_softmax(self.scale * sim(queries, candidates), dim=-1)
+        log_q = torch.log_softmax(self.scale * sim(parallel, candidates), dim=-1)
+        return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(dim=-1).mean()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        base = self.base_loss.get_config_dict() if hasattr(self.base_loss, "get_config_dict") else {}
+        return {"base_loss": type(self.base_loss).__name__, **base, "consistency_weight": self.weight}
+
+
+__all__ += ["ParallelConsistencyLoss"]

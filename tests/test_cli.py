@@ -41,7 +41,7 @@ def test_missing_data_folder(capsys, tmp_path):
 
 def test_unknown_preset(capsys, tmp_path):
     msg = _error(capsys, ["experiment", "--preset", "fast", "--output-dir", str(tmp_path / "out")])
-    assert msg.startswith("unknown preset 'fast'; choose one of ['auto', 'smoke', 'cpu', 'gpu', 'finetune', 'paper']")
+    assert msg.startswith("unknown preset 'fast'; choose one of ['auto', 'smoke', 'cpu', 'gpu', 'finetune', 'paper', 'beyond']")
 
 
 def test_gpu_preset_without_cuda(capsys, tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 * :mod:`.corpus`: ParallelCorpus; :mod:`.pair_dataset`: its pair index and ``to_dataset()``;
 * :mod:`.benchmark`: RetrievalBenchmark, LanguageSplit (the LAReQA protocol), ``subsample_benchmark``,
   ``parallel_questions``;
-* :mod:`.lareqa`: XQuAD-R / MLQA-R; :mod:`.squad`: raw SQuAD-format files (benchmark and training corpus);
+* :mod:`.lareqa`: XQuAD-R / MLQA-R; :mod:`.articles`: a benchmark cut by article into train and dev
+  (``split_lareqa_by_article``, ``lareqa_dev_protocol``); :mod:`.squad`: raw SQuAD-format files (benchmark and training corpus);
 * :mod:`.pairs`: JSONL / Hugging Face parallel data, ``pairs_to_corpus``;
 * :mod:`.miracl`: MIRACL topics / qrels / corpus (``load_miracl``); :mod:`.passages`: ``PassageSource`` (streamed corpus);
 * :mod:`.validation`: DataValidationError, ValidationReport;
@@ -20,11 +21,15 @@ from .formats import detect_format, load_benchmark, load_corpus
 from .lareqa import LAREQA_LANGUAGES, load_lareqa
 from .miracl import MIRACL_LANGUAGES, MiraclData, load_miracl
 from .passages import PassageBatch, PassageSource
+from .articles import ArticleSplit, lareqa_dev_protocol, split_lareqa_by_article
 from .pairs import load_parallel_dataset, load_parallel_jsonl, pairs_to_corpus
 from .squad import load_squad_parallel, split_sentences, squad_to_corpus
 from .validation import DataValidationError, ValidationReport
 
 __all__ = [
+    "ArticleSplit",
+    "lareqa_dev_protocol",
+    "split_lareqa_by_article",
     "CANDIDATE_WITH_CONTEXT",
     "DataValidationError",
     "LAREQA_LANGUAGES",

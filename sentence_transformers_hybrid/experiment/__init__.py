@@ -7,7 +7,9 @@
 * :mod:`.report`: writes ``results.json``, ``runs.json``, ``results.md`` with its plots, and the model cards, from
   :mod:`.stats` (typed run records, mean ± sd over seeds), :mod:`.claims` (the paper's claims), :mod:`.tables`
   (Markdown) and :mod:`.plots` (PNG);
-* :mod:`.hub`: :func:`push_model`.
+* :mod:`.hub`: :func:`push_model`;
+* :mod:`.beyond` (issue 22): :func:`run_beyond`, the ``beyond`` preset's dev selection and test, with
+  :mod:`.selection` (the fixed selection and non-inferiority rules) and :mod:`.beyond_report`.
 
 Every run trains through the **stock** ``SentenceTransformerTrainer`` with :class:`HybridBatchSampler` and the
 paper's MNRL configuration, then is evaluated on the held-out benchmark with :class:`MultilingualRetrievalEvaluator`
@@ -24,6 +26,8 @@ from ..data import parallel_questions, subsample_benchmark
 from .backbones import Backbone, E5Backbone, FrozenE5Backbone, HubBackbone, StaticBackbone, make_backbone
 from .hub import push_model
 from .presets import MODES, PRESETS, Preset, RunSpec, plan_runs, resolve_preset
+from .beyond import DEV_CANDIDATES, Candidate, plan_beyond_runs, run_beyond
+from .selection import non_inferior, select_candidate
 from .runner import (
     ExperimentConfigError,
     evaluate_model,
@@ -34,6 +38,12 @@ from .runner import (
 from .training import train_model
 
 __all__ = [
+    "Candidate",
+    "DEV_CANDIDATES",
+    "non_inferior",
+    "plan_beyond_runs",
+    "run_beyond",
+    "select_candidate",
     "Backbone",
     "E5Backbone",
     "ExperimentConfigError",

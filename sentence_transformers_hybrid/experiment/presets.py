@@ -143,6 +143,21 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+#: Issue 22, "beyond the paper": the finetune preset's backbone and training settings; its runs are planned by
+#: :func:`sentence_transformers_hybrid.experiment.beyond.plan_beyond_runs` (dev candidates on an XQuAD-R split by
+#: article, then the chosen candidate and the three baselines on all of XQuAD-R -> MLQA-R over seeds 0-4).
+PRESETS["beyond"] = dataclasses.replace(
+    PRESETS["finetune"],
+    name="beyond",
+    description="Beyond the paper (issue 22): candidates that might keep X-X-mono's monolingual quality (hybrid alpha "
+    "0.75/0.85/0.9, weight merges of hybrid with mono or cross, a parallel-query consistency term) trained on 38 "
+    "XQuAD-R articles and scored on the other 10 (xquad-r-dev); the one chosen by the fixed rule and the three "
+    "baselines then trained on all of XQuAD-R, seeds 0-4, scored once on MLQA-R. The finetune preset's settings.",
+    seeds=(0, 1, 2, 3, 4),
+    alpha_sweep=(),
+    save_models="none",
+)
+
 
 @dataclass(frozen=True)
 class RunSpec:

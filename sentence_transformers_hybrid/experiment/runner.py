@@ -221,6 +221,9 @@ def run_experiment(
     from . import report
 
     preset = resolve_preset(preset, device=device, **overrides)
+    if preset.name == "beyond":
+        raise ValueError("the beyond preset has its own protocol (dev selection, then the test): run it with "
+                         "sentence_transformers_hybrid.experiment.beyond.run_beyond or st-hybrid experiment --preset beyond")
     setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
     train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
     out = Path(output_dir)

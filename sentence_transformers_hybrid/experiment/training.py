@@ -175,8 +175,12 @@ def train_model(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, ou
 
 
 def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, output_dir: Path, prompts: dict[str, str],
-              resume: bool = True, setup: DeviceSetup | None = None) -> TrainResult:
+              resume: bool = True, setup: DeviceSetup | None = None, consistency_weight: float = 0.0) -> TrainResult:
     """:func:`train_model`, also returning the sampler configuration (``factory.config()``) for the records.
+
+    ``consistency_weight`` > 0 (the ``beyond`` preset's consistency candidates) trains on
+    :func:`~sentence_transformers_hybrid.sampling.parallel_query_dataset` (a translation of each question, chosen from
+    ``spec.seed``) with :class:`~sentence_transformers_hybrid.losses.ParallelConsistencyLoss` around the same loss.
 
     ``setup`` (from :func:`~sentence_transformers_hybrid.experiment.devices.select_device`) decides ``bf16`` and
     ``use_cpu``; without it ``preset.bf16`` is used as given (``"auto"`` meaning: bf16 where supported).
@@ -218,11 +222,20 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         batch_sampler=sampler,
         prompts={k: v for k, v in prompts.items() if v} or None,
     )
+    if consistency_weight and prompts.get("query"):  # the translation is a question: the query prompt
+        args.prompts = {**(args.prompts or {}), "query_parallel": prompts["query"]}
     loss_kwargs = {"chunk_size": preset.chunk_size} if preset.chunk_size else {}
+    loss = hybrid_loss(model, scale=preset.scale, **loss_kwargs)
+    train_dataset = corpus.to_dataset()
+    if consistency_weight:
+        from ..losses import ParallelConsistencyLoss
+        from ..sampling.parallel import parallel_query_dataset
+
+        loss = ParallelConsistencyLoss(model, loss, weight=consistency_weight)
+        train_dataset = parallel_query_dataset(corpus, seed=spec.seed)
     progress = TrainingProgress(preset.batch_size * sampler_world_size(), desc=spec.run_id)
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=corpus.to_dataset(),
-        loss=hybrid_loss(model, scale=preset.scale, **loss_kwargs),
+        model=model, args=args, train_dataset=train_dataset, loss=loss,
         callbacks=[sampler.callback, progress],
     )
     last = resumable_checkpoint(output_dir) if resume and save else None

@@ -1,6 +1,7 @@
 """Hybrid batches for the stock ``SentenceTransformerTrainer``.
 
 * :mod:`.modes`: the batch modes and their paper names; ``alpha`` checks;
+* :mod:`.parallel`: a translation of each question (:func:`parallel_query_dataset`), for the consistency term;
 * :mod:`.plan`: the pure numpy epoch planner (:func:`plan_epoch`, :class:`EpochPlan`);
 * :mod:`.sampler`: :class:`HybridBatchSampler`;
 * :mod:`.factory`: the factory ``HybridBatchSampler.configure(...)`` returns, :class:`SamplerConfigCallback`, and the
@@ -14,10 +15,14 @@ The training dataset the sampler draws from (``corpus.to_dataset()``) is built i
 from ..data.pair_dataset import PAIR_COLUMN, PairLayout, PairResolver, pair_layout, training_dataset
 from .factory import CONFIG_FILE, HybridBatchSamplerFactory, SamplerConfigCallback, write_sampler_config
 from .modes import DEFAULT_ALPHA, EXPERIMENT_MODES, MODES, PAPER_NAMES, describe_alpha
+from .parallel import PARALLEL_QUERY_COLUMN, ParallelQueryResolver, parallel_query_dataset
 from .plan import EpochPlan, plan_epoch
 from .sampler import HybridBatchSampler
 
 __all__ = [
+    "PARALLEL_QUERY_COLUMN",
+    "ParallelQueryResolver",
+    "parallel_query_dataset",
     "CONFIG_FILE",
     "DEFAULT_ALPHA",
     "EXPERIMENT_MODES",

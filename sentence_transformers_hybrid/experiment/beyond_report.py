@@ -1,0 +1,230 @@
+"""The ``beyond`` preset's outputs, from the files of its folder alone: ``runs.json`` (the ``finetune`` schema plus
+``method`` and ``phase``; the dev runs under ``dev_runs``) and ``results.md`` (the selection on dev, the test table,
+the non-inferiority claims, CKA by layer for each method, the per-run times, and whether ``selection.json`` changed
+after the test runs began). A report of unfinished runs says PARTIAL and names the missing runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._utils import atomic_write_json, atomic_write_text
+from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior
+
+__all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "summary_text", "write_beyond_outputs"]
+
+#: the per-run keys of the finetune preset's runs.json, plus the method and phase of the protocol
+RUN_KEYS = ("method", "phase", "mode", "alpha", "seed", "mono_map@20", "cross_map@20", "multi_map@20",
+            "rank_distance", "cka_by_layer", "train_seconds")
+
+
+def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"pretrained", "runs" (the planned runs that have records, in plan order), "missing" (run ids), "selection",
+    "selection_sha256"}`` read from ``out``."""
+    out = Path(out)
+    runs, missing = [], []
+    for planned in config.get("runs", []):
+        path = out / "runs" / f"{planned['run_id']}.json"
+        if path.is_file():
+            runs.append(json.loads(path.read_text(encoding="utf-8")))
+        else:
+            missing.append(planned["run_id"])
+    pretrained_file = out / "runs" / "pretrained.json"
+    selection_file = out / "selection.json"
+    return {
+        "pretrained": json.loads(pretrained_file.read_text(encoding="utf-8")) if pretrained_file.is_file() else None,
+        "runs": runs,
+        "missing": missing,
+        "selection": json.loads(selection_file.read_text(encoding="utf-8")) if selection_file.is_file() else None,
+        "selection_sha256": hashlib.sha256(selection_file.read_bytes()).hexdigest() if selection_file.is_file() else None,
+    }
+
+
+def beyond_runs_json(config: Mapping[str, Any], records: Mapping[str, Any], device: str,
+                     command: str | None = None) -> dict[str, Any]:
+    """The compact record (``runs.json``): the ``finetune`` schema (``device``, ``command``, ``config``,
+    ``pretrained``, ``runs``) with each test run's ``method`` and ``phase``; the dev runs under ``dev_runs``."""
+    pretrained = records.get("pretrained") or {}
+    flat = {f"{s}_map@20": pretrained.get(f"{s}_map@20") for s in SETTINGS}
+    flat.update(rank_distance=pretrained.get("rank_distance"), cka_by_layer=pretrained.get("cka_by_layer"))
+    rows = [{k: r.get(k) for k in RUN_KEYS} for r in records["runs"]]
+    out = {
+        "device": device,
+        "command": command if command is not None else config.get("command"),
+        "config": dict(config),
+        "pretrained": flat,
+        "runs": [r for r in rows if r["phase"] == "test"],
+        "dev_runs": [r for r in rows if r["phase"] == "dev"],
+        "selection_sha256": records.get("selection_sha256"),
+    }
+    if records["missing"]:
+        out["partial"] = {"missing": list(records["missing"])}
+    return out
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, sd
+
+
+def _by_method(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        if r.get("phase") == "test":
+            out.setdefault(r["method"], []).append(r)
+    return out
+
+
+def claims(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[dict[str, Any]]:
+    """The non-inferiority verdict of ``chosen`` in each setting (needs 2+ seeds of it and of every baseline)."""
+    by = _by_method(runs)
+    if chosen is None or chosen in BASELINES or chosen not in by or any(b not in by for b in BASELINES):
+        return []
+    out = []
+    for s in SETTINGS:
+        cand = [float(r[f"{s}_map@20"]) for r in by[chosen]]
+        base = {b: [float(r[f"{s}_map@20"]) for r in by[b]] for b in BASELINES}
+        if len(cand) + max(len(v) for v in base.values()) < 3:
+            continue
+        out.append({"setting": s, "candidate": chosen, "seeds": len(cand), **non_inferior(cand, base)})
+    return out
+
+
+def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> str:
+    """``results.md``: the protocol, the dev selection, the test table, the claims, CKA by layer, per-run times."""
+    runs, missing, selection = records["runs"], records["missing"], records.get("selection")
+    planned = len(config.get("runs", []))
+    title = "# Results: `beyond` preset"
+    if missing:
+        title += f" — PARTIAL ({planned - len(missing)} of {planned} runs)"
+    lines = [title, ""]
+    if missing:
+        lines += [f"Runs not finished yet: {', '.join(f'`{m}`' for m in missing)}. Every number below is of the "
+                  "finished runs only.", ""]
+    lines += ["## Protocol", "", f"**Selection rule** (fixed before any run): {config.get('selection_rule', '')}", "",
+              f"**Non-inferiority** (the test): {NON_INFERIORITY_RULE}", ""]
+    chosen = selection.get("chosen") if selection else None
+    if selection:
+        dev = selection.get("dev", {})
+        lines += [f"Dev benchmark `{dev.get('benchmark')}`: {dev.get('split', '')}. Dev articles: "
+                  + ", ".join(dev.get("articles", [])) + ".", "",
+                  "## Dev: the candidates (one seed)", "",
+                  "| candidate | params | mono mAP@20 | cross mAP@20 | multi mAP@20 | rank distance | worst margin |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in selection.get("candidates", []):
+            mark = " **(chosen)**" if c["name"] == chosen else ""
+            lines.append(f"| `{c['name']}`{mark} | `{json.dumps(c.get('params', {}))}` | {_fmt(c.get('mono_map@20'))} | "
+                         f"{_fmt(c.get('cross_map@20'))} | {_fmt(c.get('multi_map@20'))} | "
+                         f"{_fmt(c.get('rank_distance'), 1)} | {_fmt(c.get('worst_margin'), 4)} |")
+        lines += ["", f"Chosen: `{chosen}`.", ""]
+    else:
+        lines += ["## Dev", "", "No selection yet (the dev phase has not finished).", ""]
+
+    by = _by_method(runs)
+    lines += ["## Test: MLQA-R, mean ± sd over seeds", "",
+              "| method | seeds | mono mAP@20 | cross mAP@20 | multi mAP@20 | rank distance |", "|---|---|---|---|---|---|"]
+    for method, rs in by.items():
+        cells = []
+        for key in [f"{s}_map@20" for s in SETTINGS] + ["rank_distance"]:
+            values = [float(r[key]) for r in rs if r.get(key) is not None]
+            if not values:
+                cells.append("–")
+                continue
+            mean, sd = _mean_sd(values)
+            digits = 1 if key == "rank_distance" else 3
+            cells.append(_fmt(mean, digits) + ("" if sd is None else f" ± {_fmt(sd, digits)}"))
+        seeds = ", ".join(str(r["seed"]) for r in rs)
+        lines.append(f"| `{method}` | {seeds} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    verdicts = claims(runs, chosen)
+    lines += ["## Claims: is the chosen candidate non-inferior to the best baseline?", ""]
+    if verdicts:
+        lines += ["| setting | candidate mean | best baseline (mean) | pooled sd | margin | threshold | holds |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in verdicts:
+            lines.append(f"| {v['setting']} | {_fmt(v['candidate_mean'])} | `{v['best']}` ({_fmt(v['best_mean'])}) | "
+                         f"{_fmt(v['pooled_sd'], 4)} | {_fmt(v['margin'], 4)} | {_fmt(v['threshold'])} | "
+                         f"{'yes' if v['holds'] else 'no'} |")
+        held = [v["setting"] for v in verdicts if v["holds"]]
+        lines += ["", f"`{chosen}` is non-inferior to the best baseline in {len(held)} of {len(verdicts)} settings"
+                  + (f" ({', '.join(held)})." if held else ".") + (" As measured: no setting holds." if not held else ""),
+                  ""]
+    else:
+        lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R.", ""]
+
+    cka = {m: [r["cka_by_layer"] for r in rs if r.get("cka_by_layer")] for m, rs in by.items()}
+    cka = {m: v for m, v in cka.items() if v}
+    if cka:
+        depth = max(len(v[0]) for v in cka.values())
+        lines += ["## CKA by layer (English vs each language's questions, mean over seeds; layer 0 = embeddings)", "",
+                  "| method | " + " | ".join(f"L{i}" for i in range(depth)) + " |", "|---|" + "---|" * depth]
+        pre = (records.get("pretrained") or {}).get("cka_by_layer")
+        if pre:
+            lines.append("| pretrained | " + " | ".join(_fmt(x) for x in pre) + " |")
+        for m, layers in cka.items():
+            means = [sum(col) / len(col) for col in zip(*layers)]
+            lines.append(f"| `{m}` | " + " | ".join(_fmt(x) for x in means) + " |")
+        lines.append("")
+
+    lines += ["## Per-run times", "", "| run | method | seed | train minutes | load average at the end | note |",
+              "|---|---|---|---|---|---|"]
+    for r in runs:
+        note = ""
+        if r.get("reused_from"):
+            src = r["reused_from"]
+            note = f"reused from `{src.get('path') if isinstance(src, dict) else src}`"
+        elif r.get("mode") == "merge":
+            note = f"merge, {_fmt(r.get('merge_seconds'), 1)} s"
+        minutes = r.get("train_seconds")
+        lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {r.get('seed')} | "
+                     f"{_fmt(minutes / 60 if minutes is not None else None, 1)} | {r.get('load_average') or '–'} | {note} |")
+    lines.append("")
+
+    sha = records.get("selection_sha256")
+    changed = sorted({r["run_id"] for r in runs if r.get("phase") == "test" and r.get("selection_sha256") != sha})
+    lines += ["## selection.json", "", f"SHA-256 now: `{sha}`."]
+    if changed:
+        lines.append(f"**selection.json changed after the test runs began**: the test run(s) {', '.join(changed)} "
+                     "were recorded under another selection file (their `selection_sha256` differs).")
+    elif any(r.get("phase") == "test" for r in runs):
+        lines.append("Every test record holds this hash: the file is unchanged since the test runs began.")
+    return "\n".join(lines) + "\n"
+
+
+def write_beyond_outputs(out: str | Path, config: Mapping[str, Any], device: str,
+                         command: str | None = None) -> dict[str, Any]:
+    """Write ``runs.json`` and ``results.md`` from the folder's records; returns the summary
+    ``{"config", "selection", "chosen", "pretrained", "runs", "missing", "partial", "claims"}``."""
+    out = Path(out)
+    records = beyond_records(out, config)
+    atomic_write_json(out / "runs.json", beyond_runs_json(config, records, device=device, command=command))
+    atomic_write_text(out / "results.md", beyond_markdown(config, records))
+    selection = records.get("selection")
+    chosen = selection.get("chosen") if selection else None
+    return {"config": dict(config), "selection": selection, "chosen": chosen, "pretrained": records["pretrained"],
+            "runs": records["runs"], "missing": records["missing"], "partial": bool(records["missing"]),
+            "claims": claims(records["runs"], chosen)}
+
+
+def summary_text(summary: Mapping[str, Any], output_dir: str | Path) -> str:
+    """Three lines for the console: the choice, the claims, what was written (PARTIAL when runs are missing)."""
+    out = Path(output_dir)
+    lines = [f"beyond: chosen on dev: {summary.get('chosen') or '(dev phase not finished)'}"]
+    for v in summary.get("claims") or []:
+        lines.append(f"  {v['setting']}: {v['candidate_mean']:.3f} vs best baseline {v['best']} {v['best_mean']:.3f} "
+                     f"(threshold {v['threshold']:.3f}): {'non-inferior' if v['holds'] else 'inferior'}")
+    if summary.get("partial"):
+        lines.append(f"PARTIAL: {len(summary.get('missing') or [])} run(s) missing: {', '.join(summary['missing'])}")
+    lines.append(f"written: {out / 'selection.json'}, {out / 'runs.json'}, {out / 'results.md'}")
+    return "\n".join(lines)
