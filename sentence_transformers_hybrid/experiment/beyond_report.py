@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
+from .report import RUN_KEYS as FINETUNE_RUN_KEYS
+from .stats import format_value, mean_sd, sd_shown
 from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior
 
 __all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "summary_text", "write_beyond_outputs"]
 
 #: the per-run keys of the finetune preset's runs.json, plus the method and phase of the protocol
-RUN_KEYS = ("method", "phase", "mode", "alpha", "seed", "mono_map@20", "cross_map@20", "multi_map@20",
-            "rank_distance", "cka_by_layer", "train_seconds")
+#: the finetune schema's run keys (report.RUN_KEYS), led by which method and phase the run belongs to
+RUN_KEYS = ("method", "phase", *FINETUNE_RUN_KEYS)
 
 
 def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,16 +66,6 @@ def beyond_runs_json(config: Mapping[str, Any], records: Mapping[str, Any], devi
     if records["missing"]:
         out["partial"] = {"missing": list(records["missing"])}
     return out
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    return mean, sd
 
 
 def _by_method(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -123,9 +114,10 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
                   "|---|---|---|---|---|---|---|"]
         for c in selection.get("candidates", []):
             mark = " **(chosen)**" if c["name"] == chosen else ""
-            lines.append(f"| `{c['name']}`{mark} | `{json.dumps(c.get('params', {}))}` | {_fmt(c.get('mono_map@20'))} | "
-                         f"{_fmt(c.get('cross_map@20'))} | {_fmt(c.get('multi_map@20'))} | "
-                         f"{_fmt(c.get('rank_distance'), 1)} | {_fmt(c.get('worst_margin'), 4)} |")
+            maps = " | ".join(format_value(c.get(f"{s}_map@20")) for s in SETTINGS)
+            lines.append(f"| `{c['name']}`{mark} | `{json.dumps(c.get('params', {}))}` | {maps} | "
+                         f"{format_value(c.get('rank_distance'), digits=1)} | "
+                         f"{format_value(c.get('worst_margin'), digits=4)} |")
         lines += ["", f"Chosen: `{chosen}`.", ""]
     else:
         lines += ["## Dev", "", "No selection yet (the dev phase has not finished).", ""]
@@ -136,13 +128,9 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
     for method, rs in by.items():
         cells = []
         for key in [f"{s}_map@20" for s in SETTINGS] + ["rank_distance"]:
-            values = [float(r[key]) for r in rs if r.get(key) is not None]
-            if not values:
-                cells.append("–")
-                continue
-            mean, sd = _mean_sd(values)
-            digits = 1 if key == "rank_distance" else 3
-            cells.append(_fmt(mean, digits) + ("" if sd is None else f" ± {_fmt(sd, digits)}"))
+            # a figure some seeds lack is an error naming them (stats.mean_sd), never a mean over the others
+            stat = mean_sd({str(r.get("run_id")): r.get(key) for r in rs}, f"{method}: {key}")
+            cells.append(format_value(stat.mean, sd_shown(stat), 1 if key == "rank_distance" else 3))
         seeds = ", ".join(str(r["seed"]) for r in rs)
         lines.append(f"| `{method}` | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -153,8 +141,9 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         lines += ["| setting | candidate mean | best baseline (mean) | pooled sd | margin | threshold | holds |",
                   "|---|---|---|---|---|---|---|"]
         for v in verdicts:
-            lines.append(f"| {v['setting']} | {_fmt(v['candidate_mean'])} | `{v['best']}` ({_fmt(v['best_mean'])}) | "
-                         f"{_fmt(v['pooled_sd'], 4)} | {_fmt(v['margin'], 4)} | {_fmt(v['threshold'])} | "
+            lines.append(f"| {v['setting']} | {format_value(v['candidate_mean'])} | `{v['best']}` "
+                         f"({format_value(v['best_mean'])}) | {format_value(v['pooled_sd'], digits=4)} | "
+                         f"{format_value(v['margin'], digits=4)} | {format_value(v['threshold'])} | "
                          f"{'yes' if v['holds'] else 'no'} |")
         held = [v["setting"] for v in verdicts if v["holds"]]
         lines += ["", f"`{chosen}` is non-inferior to the best baseline in {len(held)} of {len(verdicts)} settings"
@@ -171,10 +160,10 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
                   "| method | " + " | ".join(f"L{i}" for i in range(depth)) + " |", "|---|" + "---|" * depth]
         pre = (records.get("pretrained") or {}).get("cka_by_layer")
         if pre:
-            lines.append("| pretrained | " + " | ".join(_fmt(x) for x in pre) + " |")
+            lines.append("| pretrained | " + " | ".join(format_value(x) for x in pre) + " |")
         for m, layers in cka.items():
             means = [sum(col) / len(col) for col in zip(*layers)]
-            lines.append(f"| `{m}` | " + " | ".join(_fmt(x) for x in means) + " |")
+            lines.append(f"| `{m}` | " + " | ".join(format_value(x) for x in means) + " |")
         lines.append("")
 
     lines += ["## Per-run times", "", "| run | method | seed | train minutes | load average at the end | note |",
@@ -185,10 +174,11 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
             src = r["reused_from"]
             note = f"reused from `{src.get('path') if isinstance(src, dict) else src}`"
         elif r.get("mode") == "merge":
-            note = f"merge, {_fmt(r.get('merge_seconds'), 1)} s"
+            note = f"merge, {format_value(r.get('merge_seconds'), digits=1)} s"
         minutes = r.get("train_seconds")
         lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {r.get('seed')} | "
-                     f"{_fmt(minutes / 60 if minutes is not None else None, 1)} | {r.get('load_average') or '–'} | {note} |")
+                     f"{format_value(minutes / 60 if minutes is not None else None, digits=1)} | "
+                     f"{r.get('load_average') or '–'} | {note} |")
     lines.append("")
 
     sha = records.get("selection_sha256")

@@ -17,6 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .stats import mean_sd
+from .stats import pooled_sd as stats_pooled_sd
+
 __all__ = [
     "BASELINES", "NON_INFERIORITY_FLOOR", "NON_INFERIORITY_RULE", "SELECTION_RULE", "SETTINGS", "non_inferior",
     "pooled_sd", "select_candidate", "worst_margin",
@@ -106,16 +109,11 @@ def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
         >>> round(pooled_sd([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]), 4)
         0.7071
     """
-    a, b = [float(x) for x in a], [float(x) for x in b]
-    dof = len(a) + len(b) - 2
-    if dof < 1:
+    a_stat, b_stat = (mean_sd({str(i): float(v) for i, v in enumerate(x)}) for x in (a, b))
+    sd = stats_pooled_sd(a_stat, b_stat)  # the report's pooled sd, of the same seed statistics
+    if sd is None:
         raise ValueError(f"pooled_sd needs at least 3 values in all, got {len(a)} and {len(b)}")
-
-    def ss(x: list[float]) -> float:
-        m = sum(x) / len(x) if x else 0.0
-        return sum((v - m) ** 2 for v in x)
-
-    return math.sqrt((ss(a) + ss(b)) / dof)
+    return sd
 
 
 def non_inferior(candidate: Sequence[float], baselines: Mapping[str, Sequence[float]],
