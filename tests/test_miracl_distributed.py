@@ -41,8 +41,15 @@ def test_two_processes_write_the_run_files_of_one(tmp_path):
 
     from sentence_transformers_hybrid.evaluation.miracl import evaluate_miracl
 
-    evaluate_miracl(SentenceTransformer(str(model_dir), device="cpu"), ["sw", "yo"], data, tmp_path / "one",
-                    shard_size=10, batch_size=8, top_k=20, model_name=str(model_dir), show_progress_bar=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1): a float sum's order follows the threads
+    try:
+        evaluate_miracl(SentenceTransformer(str(model_dir), device="cpu"), ["sw", "yo"], data, tmp_path / "one",
+                        shard_size=10, batch_size=8, top_k=20, model_name=str(model_dir), show_progress_bar=False)
+    finally:
+        torch.set_num_threads(threads)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
