@@ -1,0 +1,195 @@
+"""``torch.compile`` of a transformer's encoder layers, for the training loss and the encoding passes.
+
+What is compiled is one encoder layer's call (``BertLayer`` and the like): every layer of the stack runs the same
+code on its own weights, so inductor builds one graph (forward and backward, with fused element-wise kernels and
+its own dropout random numbers) per input shape and reuses it for all layers; the compile time does not grow with
+the depth. The layers are compiled only inside :meth:`CompiledLayers.active` (the loss's forward, an encoding
+pass): outside it the model is the ordinary eager one, so evaluation, saving and other callers see no change.
+
+Each new input shape is a new graph (``dynamic=False``: a dynamic-shape graph was measured to gain little), so the
+callers round their widths up to a few buckets (:func:`bucket_width`) and keep their row counts fixed; the shapes
+seen are counted (:attr:`CompiledLayers.shapes`) so that a recompilation storm shows in the benchmark and the run
+record. Without a working compiler (inductor needs a C++ compiler on CPUs) the first use warns, names the error
+and the compiler, and the layers stay eager: the caller's path is then the uncompiled one, and
+:meth:`CompiledLayers.describe` says so.
+
+Example::
+
+    >>> bucket_width(17), bucket_width(100), bucket_width(128), bucket_width(300)
+    (32, 128, 128, 320)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem", "encoder_layers"]
+
+#: the widths (tokens) a compiled chunk is padded up to; past the last, multiples of 64
+WIDTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256)
+
+
+def bucket_width(width: int, buckets: tuple[int, ...] = WIDTH_BUCKETS) -> int:
+    """The smallest bucket that holds ``width`` tokens (past the last bucket: ``width`` rounded up to 64)."""
+    for b in buckets:
+        if width <= b:
+            return b
+    return -(-width // 64) * 64
+
+
+def encoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The repeated layers of a ``SentenceTransformer``'s (or a Hugging Face model's) encoder, or ``[]``.
+
+    BERT, XLM-R, E5 and their kin keep them in ``encoder.layer``; other families in ``layers`` / ``encoder.layers``.
+    """
+    auto = getattr(model[0], "auto_model", None) if _indexable(model) else model
+    if auto is None:
+        return []
+    for path in ("encoder.layer", "encoder.layers", "layers", "model.layers"):
+        obj = auto
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) and len({type(m) for m in obj}) == 1:
+            return list(obj)
+    return []
+
+
+def _indexable(model: Any) -> bool:
+    try:
+        model[0]
+    except (TypeError, IndexError, KeyError, NotImplementedError):
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_problem(device_type: str = "cpu") -> str | None:
+    """Why ``torch.compile`` (inductor) cannot be used on ``device_type`` here, or ``None`` when it works.
+
+    Checked once per process by compiling a two-op function and its backward (a few seconds: one C++ build).
+    """
+    try:
+        fn = torch.compile(lambda x: torch.nn.functional.gelu(x * 2.0).sum(), dynamic=False)
+        x = torch.ones(4, device=device_type, requires_grad=True)
+        fn(x).backward()
+        if x.grad is None or not torch.isfinite(x.grad).all():
+            return "the probe's gradient is missing or not finite"
+    except Exception as e:  # noqa: BLE001 - any failure means: do not compile
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} ({_cxx_name()})"
+    return None
+
+
+def _cxx_name() -> str:
+    try:
+        from torch._inductor import config
+
+        return f"C++ compiler {config.cpp.cxx!r}"
+    except Exception:  # noqa: BLE001
+        return "C++ compiler unknown"
+
+
+class CompiledLayers:
+    """The encoder layers of ``model``, compiled with inductor while :meth:`active` is entered.
+
+    Args:
+        model: a ``SentenceTransformer`` (its first module's ``auto_model``) or a Hugging Face model.
+        enabled: ``False`` gives the eager path with the same interface (nothing compiled, nothing probed).
+        what: named in the warning when the compiler fails (e.g. ``"the training loss"``).
+    """
+
+    def __init__(self, model: Any, enabled: bool = True, what: str = "the encoder") -> None:
+        self.model = model
+        self.what = what
+        self.requested = bool(enabled)
+        self.problem: str | None = None
+        self.shapes: dict[tuple, int] = {}  # (shape, grad, training, autocast dtype) -> calls; each key is a graph
+        self._compiled: Any = None
+        if self.requested and not encoder_layers(model):
+            self.problem = "the model has no encoder layer stack to compile"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled path runs (requested, the model has layers, and the compiler works)."""
+        return self.requested and self.problem is None
+
+    def _check(self, device_type: str) -> bool:
+        if not self.compiled:
+            return False
+        problem = compiler_problem(device_type)
+        if problem is not None:
+            self._fail(problem)
+            return False
+        if self._compiled is None:
+            # one compiled callable for all layers: the layer's own __call__ machinery, traced with the layer as input
+            self._compiled = torch.compile(_call_layer, dynamic=False)
+        return True
+
+    def _fail(self, problem: str) -> None:
+        self.problem = problem
+        warnings.warn(
+            f"torch.compile (inductor) is not usable for {self.what}: {problem}; running the uncompiled path",
+            RuntimeWarning, stacklevel=3,
+        )
+
+    @contextlib.contextmanager
+    def active(self, device_type: str = "cpu") -> Iterator[bool]:
+        """Inside, the encoder layers run compiled (yields ``True``) or, without a compiler, eager (``False``)."""
+        if not self._check(device_type):
+            yield False
+            return
+        layers = encoder_layers(self.model)
+        compiled = self._compiled
+        previous = [layer._compiled_call_impl for layer in layers]
+        for layer in layers:
+            layer._compiled_call_impl = functools.partial(compiled, layer)
+        try:
+            yield True
+        finally:
+            for layer, old in zip(layers, previous):
+                layer._compiled_call_impl = old
+
+    def note_shape(self, rows: int, width: int) -> bool:
+        """Count a chunk of ``rows`` x ``width`` about to run; ``True`` when it is a new graph (a compile)."""
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        key = (rows, width, torch.is_grad_enabled(), bool(getattr(self.model, "training", False)), str(dtype))
+        new = key not in self.shapes
+        self.shapes[key] = self.shapes.get(key, 0) + 1
+        return new
+
+    def run(self, fn: Any, *args: Any, device_type: str = "cpu", new_shape: bool = False) -> Any:
+        """``fn(*args)`` with the layers compiled; a compile that fails (``new_shape``) warns and reruns eager."""
+        with self.active(device_type) as on:
+            if not on or not new_shape:
+                return fn(*args)
+            try:
+                return fn(*args)
+            except Exception as e:  # noqa: BLE001 - a compiler failure must not end the run
+                if isinstance(e, (KeyboardInterrupt, MemoryError)):
+                    raise
+                self._fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+                           f"({_cxx_name()})")
+        return fn(*args)
+
+    def describe(self) -> dict[str, Any]:
+        """For the run record: which path ran, why not the compiled one, and the graphs built (one per shape)."""
+        return {
+            "compile": self.requested,
+            "path": "compiled (torch.compile inductor, encoder layers)" if self.compiled and self.requested
+            else "uncompiled (eager)",
+            "compile_problem": self.problem,
+            "graphs": len(self.shapes) if self.compiled else 0,
+            "shapes": sorted([list(k[:2]) for k in self.shapes], key=tuple) if self.compiled else [],
+        }
+
+
+def _call_layer(layer: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return layer._call_impl(*args, **kwargs)
