@@ -47,6 +47,7 @@ class Preset:
     encode_dtype: str = "float32"  # encoding passes: "float32", or "auto" (bf16 autocast where supported)
     trim_vocabulary: bool = False  # e5: keep only the word pieces of the training + evaluation texts
     chunk_size: int | None = None  # MNRL: encode each side in length-sorted chunks of this many rows
+    compile_encoder: bool = False  # with chunk_size: torch.compile the encoder layers (same loss; eager if no compiler)
     attn_implementation: str | None = None  # e.g. "eager" (transformers' attention implementation)
     save_steps: int = 50  # checkpoint every this many steps (a killed run loses at most this many)
     max_seq_length: int = 128
@@ -118,13 +119,15 @@ PRESETS: dict[str, Preset] = {
         "multilingual-e5-small, all parameters trained, XQuAD-R 11 languages -> zero-shot MLQA-R 7 languages, batch "
         "64, 300 steps, lr 3e-5, wd 0.01, warmup 10% then linear decay, MNRL scale 20, max_seq_length 128) on CUDA in "
         "bf16, or on a CPU in bf16 autocast (AMX-BF16 / AVX512-BF16), else float32; vocabulary trimmed to the "
-        "training + evaluation texts; each side of the batch encoded in length-sorted chunks of 16 (same loss).",
+        "training + evaluation texts; each side of the batch encoded in length-sorted chunks of 16 (same loss), its "
+        "encoder layers compiled by torch.compile where a compiler works (the run record says which path ran).",
         backbone="e5",
         alpha_sweep=(0.25, 0.75),
         bf16="auto",
         encode_dtype="auto",
         trim_vocabulary=True,
         chunk_size=16,
+        compile_encoder=True,
         attn_implementation="eager",
         save_models="first-seed",
     ),

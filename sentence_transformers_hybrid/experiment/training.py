@@ -37,12 +37,15 @@ __all__ = ["TrainResult", "TrainingProgress", "checkpoint_problem", "resumable_c
 
 @dataclass
 class TrainResult:
-    """What :func:`train_run` reports: the training seconds, the sampler configuration it trained with, and the
-    checkpoint it resumed from (``None``: from the start)."""
+    """What :func:`train_run` reports: the training seconds, the sampler configuration it trained with, the
+    checkpoint it resumed from (``None``: from the start) and which training path the loss ran
+    (``LengthSortedMultipleNegativesRankingLoss.training_path()``: compiled or not and why, graphs built; ``None``
+    for the stock loss)."""
 
     seconds: float
     sampler_config: dict[str, Any]
     resumed_from: str | None = None
+    training_path: dict[str, Any] | None = None
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -218,11 +221,12 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         batch_sampler=sampler,
         prompts={k: v for k, v in prompts.items() if v} or None,
     )
-    loss_kwargs = {"chunk_size": preset.chunk_size} if preset.chunk_size else {}
+    loss_kwargs = ({"chunk_size": preset.chunk_size, "compile_encoder": bool(preset.compile_encoder)}
+                   if preset.chunk_size else {})
     progress = TrainingProgress(preset.batch_size * sampler_world_size(), desc=spec.run_id)
+    loss = hybrid_loss(model, scale=preset.scale, **loss_kwargs)
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=corpus.to_dataset(),
-        loss=hybrid_loss(model, scale=preset.scale, **loss_kwargs),
+        model=model, args=args, train_dataset=corpus.to_dataset(), loss=loss,
         callbacks=[sampler.callback, progress],
     )
     last = resumable_checkpoint(output_dir) if resume and save else None
@@ -230,7 +234,8 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         logger.info("run %s resumes from %s", spec.run_id, last)
         progress.prior_seconds = _prior_seconds(Path(last))
     trainer.train(resume_from_checkpoint=last)
-    return TrainResult(progress.seconds(), sampler.config(), last)
+    path = loss.training_path() if hasattr(loss, "training_path") else None
+    return TrainResult(progress.seconds(), sampler.config(), last, path)
 
 
 def _prior_seconds(checkpoint: Path) -> float:
