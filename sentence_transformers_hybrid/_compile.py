@@ -32,7 +32,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem", "encoder_layers"]
+__all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem", "encode_bucketed", "encoder_layers"]
 
 #: the widths (tokens) a compiled chunk is padded up to; past the last, multiples of 64
 WIDTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256)
@@ -193,3 +193,65 @@ class CompiledLayers:
 
 def _call_layer(layer: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
     return layer._call_impl(*args, **kwargs)
+
+
+def encode_bucketed(model: Any, texts: list[str], *, batch_size: int = 64, layers: CompiledLayers | None = None,
+                    normalize_embeddings: bool = False) -> torch.Tensor:
+    """``model.encode(texts, convert_to_tensor=True)`` in fixed shapes: length-sorted batches of ``batch_size`` rows
+    (the last filled with copies of its first row, dropped), each padded to its :func:`bucket_width`, the encoder
+    layers compiled by ``layers`` (``None``: eager). Masked padding changes no vector beyond float rounding.
+
+    Runs under ``torch.no_grad()`` and whatever autocast the caller set; returns ``[len(texts) x d]`` in the order
+    of ``texts``.
+
+    Example::
+
+        >>> import tempfile, torch
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> texts = ["the cat sat on the mat", "a dog", "birds fly south in winter", "hi"]
+        >>> model = tiny_transformer_model(tempfile.mkdtemp(), texts).eval()
+        >>> torch.allclose(encode_bucketed(model, texts, batch_size=3), model.encode(texts, convert_to_tensor=True),
+        ...                atol=1e-5)
+        True
+    """
+    if not texts:
+        raise ValueError("encode_bucketed: no texts")
+    features = model.preprocess(list(texts))
+    mask = features["attention_mask"]
+    rows, width = mask.shape
+    lengths = mask.sum(1)
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    out = []
+    device = getattr(model, "device", torch.device("cpu"))
+    with torch.no_grad():
+        for begin in range(0, rows, batch_size):
+            index = order[begin : begin + batch_size]
+            n, cut = len(index), bucket_width(int(lengths[index[0]]))
+            if n < batch_size:
+                index = torch.cat([index, index[:1].expand(batch_size - n)])
+            batch = {}
+            for key, value in features.items():
+                if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == rows:
+                    value = value[index]
+                    if value.ndim >= 2 and value.shape[1] == width:
+                        value = (value[:, :cut] if cut <= width else
+                                 torch.nn.functional.pad(value, [0, 0] * (value.ndim - 2) + [0, cut - width]))
+                    value = value.to(device)
+                batch[key] = value
+
+            def forward(batch: dict[str, Any] = batch) -> torch.Tensor:
+                return model(batch)["sentence_embedding"]
+
+            if layers is None:
+                embedded = forward()
+            else:
+                new = layers.note_shape(len(index), cut)
+                embedded = layers.run(forward, device_type=torch.device(device).type, new_shape=new)
+            out.append(embedded[:n].float())
+    embeddings = torch.cat(out)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(rows)
+    embeddings = embeddings[inverse.to(embeddings.device)]
+    if normalize_embeddings:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+    return embeddings
