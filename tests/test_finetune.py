@@ -192,6 +192,7 @@ def test_the_preset_path_trains_in_bf16_autocast_with_the_chunked_loss(tmp_path,
     assert result.sampler_config["mode"] == "mono" and result.seconds > 0
     assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay float32
     assert result.training_path["chunk_size"] == 3 and result.training_path["path"].startswith("uncompiled")
+    assert sorted(result.loss_curve) == [1, 2, 3] and all(np.isfinite(v) for v in result.loss_curve.values())
 
 
 def test_bf16_encoding_gives_the_float32_metrics_within_rounding(tmp_path, data_dir):

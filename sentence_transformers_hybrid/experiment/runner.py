@@ -286,7 +286,8 @@ def run_experiment(
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
                   "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from,
                   "device": train_setup.describe(), "load_average": _load_average(),
-                  "sampler": trained.sampler_config, "training_path": trained.training_path, "config_key": key}
+                  "sampler": trained.sampler_config, "training_path": trained.training_path,
+                  "loss_curve": trained.loss_curve, "config_key": key}
         model_dir = _model_dir(out, spec, preset)
         if model_dir is not None:
             if model_dir.exists():

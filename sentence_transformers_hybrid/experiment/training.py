@@ -40,12 +40,14 @@ class TrainResult:
     """What :func:`train_run` reports: the training seconds, the sampler configuration it trained with, the
     checkpoint it resumed from (``None``: from the start) and which training path the loss ran
     (``LengthSortedMultipleNegativesRankingLoss.training_path()``: compiled or not and why, graphs built; ``None``
-    for the stock loss)."""
+    for the stock loss), and the training loss the trainer logged (``{step: mean loss since the previous log}``,
+    every ``logging_steps``)."""
 
     seconds: float
     sampler_config: dict[str, Any]
     resumed_from: str | None = None
     training_path: dict[str, Any] | None = None
+    loss_curve: dict[int, float] | None = None
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -211,7 +213,7 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         max_steps=preset.max_steps,
         seed=spec.seed,
         **device_args,
-        logging_steps=max(1, preset.max_steps // 10),
+        logging_steps=max(1, min(10, preset.max_steps // 10)),  # a loss curve of 30 points over 300 steps
         save_strategy="steps" if save else "no",
         save_steps=preset.save_steps or preset.max_steps,
         save_total_limit=2,  # the newest may be cut off by a kill: keep the one before it
@@ -235,7 +237,8 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         progress.prior_seconds = _prior_seconds(Path(last))
     trainer.train(resume_from_checkpoint=last)
     path = loss.training_path() if hasattr(loss, "training_path") else None
-    return TrainResult(progress.seconds(), sampler.config(), last, path)
+    curve = {int(e["step"]): float(e["loss"]) for e in trainer.state.log_history if "loss" in e and "step" in e}
+    return TrainResult(progress.seconds(), sampler.config(), last, path, curve)
 
 
 def _prior_seconds(checkpoint: Path) -> float:
