@@ -154,6 +154,8 @@ class FrozenE5Backbone(Backbone):
 
         self.cache = open_embedding_cache(cache_dir() / "embeddings", self.encoder, model_path=model_path,
                                           prompts={"query": qp, "passage": pp}, dtype=dtype)
+        if self.preset.compile_encoder:  # fixed-shape batches through compiled encoder layers (same vectors)
+            self.cache.use_bucketed_encoding(self.encoder, compile_encoder=True)
         # longest texts first: less padding per batch, and the slowest part is done (and cached) first
         order = sorted(self.texts, key=len, reverse=True)
         self.vectors = self.cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)
