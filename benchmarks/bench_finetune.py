@@ -12,9 +12,10 @@ at 1.0 (the trainer's default). One warm-up step, then ``--steps`` timed steps.
   ``hybrid_loss(model, chunk_size=...)`` (length-sorted chunks), ``bf16=True`` (checked to autocast), eager
   attention, the vocabulary trimmed to the XQuAD-R + MLQA-R texts (cached).
 * (c) the preset's path now: (c0) with ``hybrid_loss(..., compile_encoder=True)``: the encoder layers compiled by
-  ``torch.compile`` (inductor) on chunks of fixed rows and bucketed widths. Its compiles happen in the warm-up
-  steps (``--compile-warmup`` more than the others); the graphs built and the new graphs seen during the timed steps
-  are printed, and a new graph in more than half of them is reported as a recompilation storm.
+  ``torch.compile`` (inductor) on chunks of fixed rows and bucketed widths. Its graphs are built before the steps
+  (one synthetic chunk per width bucket, untimed; the compile time is printed); the graphs dynamo built and those
+  built during the timed steps are printed, and a new graph in more than half of them is reported as a
+  recompilation storm.
 
 It prints the CPU and its bf16 flags, the load average with every result, pairs/s, the ratios (c)/(a) and (b)/(a),
 the float32 and bf16 matmul rates measured in the same run and the limit they imply for the real (unpadded) token
@@ -130,14 +131,15 @@ def matmul_rate(dtype: torch.dtype, m: int = 4096, k: int = 384, n: int = 1536, 
     return 2 * m * k * n / best / 1e9
 
 
-def matmul_rates() -> dict[str, float]:
+def matmul_rates(names: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, float]:
     """The rates of a layer's three training matmul shapes (forward, input grad, weight grad), averaged."""
     rates = {}
     wait_for_idle()
     STEP_IDLE.clear()
-    for dtype in (torch.float32, torch.bfloat16):  # wake the thread pool and the oneDNN kernels first
-        matmul_rate(dtype, seconds=0.5)
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for name in names:  # wake the thread pool and the oneDNN kernels first
+        matmul_rate(dtypes[name], seconds=0.5)
+    for name, dtype in ((n, dtypes[n]) for n in names):
         shapes = [(4096, 384, 1536), (4096, 1536, 384), (384, 4096, 1536)]
         each = [matmul_rate(dtype, *s) for s in shapes]
         rates[name] = each[0]
@@ -329,7 +331,7 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
             self.waits.append(self.wait)
-            self.graphs.append(loss.training_path()["graphs"] if hasattr(loss, "training_path") else 0)
+            self.graphs.append(loss.training_path()["compiles"] if hasattr(loss, "training_path") else 0)
 
     torch.manual_seed(seed)
     t_setup = time.perf_counter()
@@ -359,9 +361,11 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
             return collate(inputs, prompt=prompt, **kwargs)
 
         trainer.data_collator.preprocess_fn = spy
-        first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-        hook = first_linear.register_forward_hook(
-            lambda m, i, o: autocast.append((torch.is_autocast_enabled("cpu"), o.dtype)) if len(autocast) < 1 else None
+        # the autocast state seen by the encoder (a hook on an encoder layer's Linear would give that layer its own
+        # compiled graph)
+        hook = model[0].register_forward_pre_hook(
+            lambda m, i: autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            if len(autocast) < 1 else None
         )
         setup = time.perf_counter() - t_setup
         t_compile = time.perf_counter()
@@ -591,11 +595,14 @@ def main() -> None:
         flops["real"] / 1e9, flops["padded"] / 1e9,
         ", ".join(f"chunks of {c} {flops[f'chunk{c}'] / 1e9:.0f}" for c in chunks)))
 
-    rates = matmul_rates()
-    print(f"matmul 4096x384 @ 384x1536: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s; "
-          f"the layer's 3 training shapes (fwd, dgrad, wgrad): fp32 "
-          f"{'/'.join(f'{r:.0f}' for r in rates['fp32 (fwd, dgrad, wgrad)'])}, bf16 "
-          f"{'/'.join(f'{r:.0f}' for r in rates['bf16 (fwd, dgrad, wgrad)'])} ({load()})", flush=True)
+    # a CPU without bf16 instructions emulates bf16 matmuls (minutes to time): --precision fp32 times float32 only,
+    # and the limit below is then the float32 one
+    limit_name = args.precision
+    rates = matmul_rates(("fp32", "bf16") if limit_name == "bf16" else ("fp32",))
+    print("matmul 4096x384 @ 384x1536: " + ", ".join(f"{n} {rates[n]:.0f} GFLOP/s" for n in ("fp32", "bf16") if n in rates)
+          + "; the layer's 3 training shapes (fwd, dgrad, wgrad): " + ", ".join(
+              f"{n} {'/'.join(f'{r:.0f}' for r in rates[n + ' (fwd, dgrad, wgrad)'])}"
+              for n in ("fp32", "bf16") if n in rates) + f" ({load()})", flush=True)
 
     results = {}
 
@@ -629,15 +636,15 @@ def main() -> None:
                  f"(chunk {c}), {args.attn}, trimmed vocabulary" if key == "c0" else
                  f"(c) preset path: (c0) + compile_encoder=True (torch.compile inductor, encoder layers, bucketed "
                  "chunk shapes)")
-        extra = (f"; autocast on, first Linear output dtype: {details['autocast']}; same batches as (a)/(b): "
+        extra = (f"; autocast on, its dtype: {details['autocast']}; same batches as (a)/(b): "
                  f"{details['same batches']}; setup (load + trainer init) {details['setup s']:.1f} s")
         if key == "c":
             path, new = details["path"], details["new graphs in timed steps"]
             storm = sum(1 for g in new if g) > len(new) / 2
-            results["c graphs"] = path["graphs"]
+            results["c graphs"] = path["compiles"]
             results["c recompiles in timed steps"] = sum(new)
             extra += (f"; {path['path']}; compile (all width buckets, before the steps) {details['compile s']:.0f} s, "
-                      f"graphs built {path['graphs']} (rows x width: "
+                      f"graphs built {path['compiles']} for {path['graphs']} shapes x modes (rows x width: "
                       f"{', '.join(f'{r}x{w}' for r, w in path['shapes'])}), recompilations during the timed steps "
                       f"{sum(new)}{' -- RECOMPILATION STORM' if storm else ''}"
                       + (f"; compile problem: {path['compile_problem']}" if path["compile_problem"] else ""))
@@ -660,9 +667,9 @@ def main() -> None:
                                      for k in ("c", "c0", "c+malloc", "b") if k in results))
     if "c" in results and "c0" in results:
         print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
-    limit = args.batch_size / (flops["real"] / (rates["bf16 mean"] * 1e9))
-    print(f"bf16 matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic mean "
-          f"{rates['bf16 mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
+    limit = args.batch_size / (flops["real"] / (rates[f"{limit_name} mean"] * 1e9))
+    print(f"{limit_name} matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic "
+          f"mean {rates[f'{limit_name} mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
           + ", ".join(f"({k}) reaches {v / limit:.0%} of it" for k, v in results.items() if " " not in k))
 
     if args.explore:

@@ -15,8 +15,8 @@ and the compiler, and the layers stay eager: the caller's path is then the uncom
 
 Example::
 
-    >>> bucket_width(17), bucket_width(100), bucket_width(128), bucket_width(300)
-    (32, 128, 128, 320)
+    >>> bucket_width(17), bucket_width(100), bucket_width(128), bucket_width(300), bucket_width(100, limit=110)
+    (32, 128, 128, 320, 110)
 """
 
 from __future__ import annotations
@@ -38,12 +38,16 @@ __all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem"
 WIDTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256)
 
 
-def bucket_width(width: int, buckets: tuple[int, ...] = WIDTH_BUCKETS) -> int:
-    """The smallest bucket that holds ``width`` tokens (past the last bucket: ``width`` rounded up to 64)."""
+def bucket_width(width: int, buckets: tuple[int, ...] = WIDTH_BUCKETS, limit: int | None = None) -> int:
+    """The smallest bucket that holds ``width`` tokens (past the last bucket: ``width`` rounded up to 64), at most
+    ``limit`` (a model's ``max_seq_length``: no position past what the model was asked to take) when that holds
+    ``width``."""
     for b in buckets:
         if width <= b:
-            return b
-    return -(-width // 64) * 64
+            break
+    else:
+        b = -(-width // 64) * 64
+    return min(b, limit) if limit is not None and limit >= width else b
 
 
 def encoder_layers(model: Any) -> list[torch.nn.Module]:
@@ -112,6 +116,7 @@ class CompiledLayers:
         self.requested = bool(enabled)
         self.problem: str | None = None
         self.shapes: dict[tuple, int] = {}  # (shape, grad, training, autocast dtype) -> calls; each key is a graph
+        self.compiles = 0  # graphs dynamo actually built inside run(): more than len(shapes) means other guards failed
         self._compiled: Any = None
         if self.requested and not encoder_layers(model):
             self.problem = "the model has no encoder layer stack to compile"
@@ -151,8 +156,12 @@ class CompiledLayers:
         previous = [layer._compiled_call_impl for layer in layers]
         for layer in layers:
             layer._compiled_call_impl = functools.partial(compiled, layer)
+        # dynamo keeps at most recompile_limit (8) graphs per function and runs the rest eager: the buckets x modes
+        # of one run may pass 8, so the limit is raised while the layers are compiled
+        limit = max(64, torch._dynamo.config.recompile_limit)
         try:
-            yield True
+            with torch._dynamo.config.patch(recompile_limit=limit):
+                yield True
         finally:
             for layer, old in zip(layers, previous):
                 layer._compiled_call_impl = old
@@ -167,9 +176,17 @@ class CompiledLayers:
 
     def run(self, fn: Any, *args: Any, device_type: str = "cpu", new_shape: bool = False) -> Any:
         """``fn(*args)`` with the layers compiled; a compile that fails (``new_shape``) warns and reruns eager."""
+        from torch._dynamo.utils import counters
+
         with self.active(device_type) as on:
-            if not on or not new_shape:
+            if not on:
                 return fn(*args)
+            before = counters["stats"]["unique_graphs"]
+            if not new_shape:
+                try:
+                    return fn(*args)
+                finally:
+                    self.compiles += counters["stats"]["unique_graphs"] - before
             try:
                 return fn(*args)
             except Exception as e:  # noqa: BLE001 - a compiler failure must not end the run
@@ -177,17 +194,22 @@ class CompiledLayers:
                     raise
                 self._fail(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
                            f"({_cxx_name()})")
+            finally:
+                self.compiles += counters["stats"]["unique_graphs"] - before
         return fn(*args)
 
     def describe(self) -> dict[str, Any]:
-        """For the run record: which path ran, why not the compiled one, and the graphs built (one per shape)."""
+        """For the run record: which path ran, why not the compiled one, the graphs expected (one per shape and
+        mode: ``graphs``) and those dynamo built (``compiles``; more than ``graphs`` means that another guard, e.g.
+        a hook on one layer, splits the layers' graph)."""
         return {
             "compile": self.requested,
             "path": "compiled (torch.compile inductor, encoder layers)" if self.compiled and self.requested
             else "uncompiled (eager)",
             "compile_problem": self.problem,
             "graphs": len(self.shapes) if self.compiled else 0,
-            "shapes": sorted([list(k[:2]) for k in self.shapes], key=tuple) if self.compiled else [],
+            "compiles": self.compiles,
+            "shapes": [list(k) for k in sorted({k[:2] for k in self.shapes})] if self.compiled else [],
         }
 
 
@@ -226,7 +248,7 @@ def encode_bucketed(model: Any, texts: list[str], *, batch_size: int = 64, layer
     with torch.no_grad():
         for begin in range(0, rows, batch_size):
             index = order[begin : begin + batch_size]
-            n, cut = len(index), bucket_width(int(lengths[index[0]]))
+            n, cut = len(index), bucket_width(int(lengths[index[0]]), limit=getattr(model, "max_seq_length", None))
             if n < batch_size:
                 index = torch.cat([index, index[:1].expand(batch_size - n)])
             batch = {}

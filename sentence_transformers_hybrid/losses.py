@@ -305,7 +305,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
             index = order[begin : begin + self.chunk_size]
             n, cut = len(index), int(needed[index[0]])
             if compiled:  # fixed shapes: chunk_size rows (copies of the first row dropped below), bucketed widths
-                cut = bucket_width(cut)
+                cut = bucket_width(cut, limit=getattr(self.model, "max_seq_length", None))
                 if n < self.chunk_size:
                     index = torch.cat([index, index[:1].expand(self.chunk_size - n)])
             chunk = self._take(features, index, cut, rows, width)

@@ -297,6 +297,7 @@ def test_compiled_path_gives_the_uncompiled_loss_gradients_and_dropout_rate(drop
     assert len(dropped) == 8
     assert float(torch.stack(dropped).mean()) == pytest.approx(p, abs=0.02)
     assert compiled.training_path()["graphs"] == 2  # eval and train: no recompilation beyond the two modes
+    assert compiled.training_path()["compiles"] == 2  # and dynamo built just those: all layers share a graph
 
 
 def test_compiled_path_without_a_compiler_warns_and_runs_uncompiled(dropout_model, monkeypatch):
