@@ -1,11 +1,12 @@
 """Issue 24's science check: a run record of the compiled training path against the committed one of the same run.
 
-Train hybrid, alpha 0.5, seed 0 for 300 steps with the ``finetune`` preset as it is now (the compiled path where a
-compiler works) into a fresh output folder, alone on the machine (about 20-25 min):
+Train hybrid, alpha 0.5, seed 0 for 300 steps with the ``finetune`` preset and ``compile_encoder=True`` (the
+compiled path; the preset's default is off until measured faster) into a fresh output folder, alone on the machine (about 20-25 min):
 
     STH_DATA_DIR=/work/shared/data/lareqa python -c "from sentence_transformers_hybrid.experiment import \\
     resolve_preset, run_experiment; run_experiment(resolve_preset('finetune', modes=('hybrid',), seeds=(0,), \\
-    alpha_sweep=()), data_dir='/work/shared/data/lareqa', output_dir='runs/finetune-compiled-check')"
+    alpha_sweep=(), compile_encoder=True), data_dir='/work/shared/data/lareqa', \\
+    output_dir='runs/finetune-compiled-check')"
 
 then compare its record with the committed one:
 

@@ -81,10 +81,11 @@ def compiler_problem(device_type: str = "cpu") -> str | None:
 
     Checked once per process by compiling a two-op function and its backward (a few seconds: one C++ build).
     """
-    try:
+    try:  # with gradients and without autocast whatever the caller's context (an encoding pass runs in no_grad)
         fn = torch.compile(lambda x: torch.nn.functional.gelu(x * 2.0).sum(), dynamic=False)
         x = torch.ones(4, device=device_type, requires_grad=True)
-        fn(x).backward()
+        with torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            fn(x).backward()
         if x.grad is None or not torch.isfinite(x.grad).all():
             return "the probe's gradient is missing or not finite"
     except Exception as e:  # noqa: BLE001 - any failure means: do not compile

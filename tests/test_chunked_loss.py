@@ -316,3 +316,13 @@ def test_compiled_path_without_a_compiler_warns_and_runs_uncompiled(dropout_mode
     torch.testing.assert_close(value, ref)
     path = loss.training_path()
     assert path["path"].startswith("uncompiled") and "no g++" in path["compile_problem"] and path["graphs"] == 0
+
+
+def test_the_compiler_probe_works_inside_an_encoding_pass():
+    """The probe compiles a function and its backward: inside no_grad and autocast (an encoding pass) too."""
+    from sentence_transformers_hybrid._compile import compiler_problem
+
+    if compiler_problem("cpu") is not None:
+        pytest.skip(f"no working torch.compile here: {compiler_problem('cpu')}")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compiler_problem.__wrapped__("cpu") is None

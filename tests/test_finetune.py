@@ -26,7 +26,8 @@ def test_finetune_preset_is_the_gpu_protocol_on_any_device():
                 "weight_decay", "warmup_ratio", "max_seq_length", "query_prompt", "passage_prompt", "scale", "cka_layers")
     assert {k: ft[k] for k in protocol} == {k: gpu[k] for k in protocol}
     assert ft["bf16"] == "auto" and not ft["needs_cuda"] and ft["save_steps"] == 50 and ft["trim_vocabulary"]
-    assert ft["chunk_size"] == 16 and ft["compile_encoder"]  # the compiled path (eager where no compiler works)
+    # the compiled path is an option of the preset, off until measured faster (docs/results.md)
+    assert ft["chunk_size"] == 16 and ft["compile_encoder"] is False
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
