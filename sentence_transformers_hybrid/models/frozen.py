@@ -432,7 +432,8 @@ class EmbeddingCache:
         """Encode missing texts with :func:`~sentence_transformers_hybrid._compile.encode_bucketed` (length-sorted
         batches of fixed rows and bucketed widths, the encoder layers of ``model`` compiled where a compiler works)
         instead of ``model.encode``: the same vectors up to float rounding (the dtype of the settings still
-        applies). Calls with encode arguments other than ``normalize_embeddings`` keep ``model.encode``."""
+        applies). Calls with encode arguments other than ``normalize_embeddings``, and models with a default prompt or
+        a ``truncate_dim``, keep ``model.encode``."""
         from .._compile import CompiledLayers
 
         self._bucketed = CompiledLayers(model, enabled=compile_encoder, what="the embedding cache's encoding")
@@ -450,7 +451,9 @@ class EmbeddingCache:
             context = torch.autocast(device_type=torch.device(device).type, dtype=autocast)
         bucketed = getattr(self, "_bucketed", None)
         with context:
-            if bucketed is not None and set(encode_kwargs) <= {"normalize_embeddings"}:
+            # model.encode's own extras (a default prompt, truncation) stay with model.encode
+            plain = getattr(model, "default_prompt_name", None) is None and getattr(model, "truncate_dim", None) is None
+            if bucketed is not None and plain and set(encode_kwargs) <= {"normalize_embeddings"}:
                 from .._compile import encode_bucketed
 
                 vecs = encode_bucketed(model, chunk, batch_size=batch_size, layers=bucketed,
