@@ -8,18 +8,26 @@ at 1.0 (the trainer's default). One warm-up step, then ``--steps`` timed steps.
 * (a) baseline: a raw torch loop in float32, the stock MNRL on batches padded to their longest text, the model as
   ``convert_e5_small()`` loads it (SDPA attention, 250k-piece vocabulary).
 * (b) the same raw loop under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
-* (c) the preset's path: the stock ``SentenceTransformerTrainer`` + ``HybridBatchSampler`` +
+* (c0) the committed path before issue 24: the stock ``SentenceTransformerTrainer`` + ``HybridBatchSampler`` +
   ``hybrid_loss(model, chunk_size=...)`` (length-sorted chunks), ``bf16=True`` (checked to autocast), eager
   attention, the vocabulary trimmed to the XQuAD-R + MLQA-R texts (cached).
+* (c) the compiled path of issue 24 (the ``finetune`` preset's ``compile_encoder`` option, off by default until a
+  run alone shows it faster): (c0) with ``hybrid_loss(..., compile_encoder=True)``: the encoder layers compiled by
+  ``torch.compile`` (inductor) on chunks of fixed rows and bucketed widths. Its graphs are built before the steps
+  (one synthetic chunk per width bucket, untimed; the compile time is printed); the graphs dynamo built and those
+  built during the timed steps are printed, and a new graph in more than half of them is reported as a
+  recompilation storm.
 
 It prints the CPU and its bf16 flags, the load average with every result, pairs/s, the ratios (c)/(a) and (b)/(a),
 the float32 and bf16 matmul rates measured in the same run and the limit they imply for the real (unpadded) token
-counts. ``--explore`` adds raw bf16 loops on the trimmed model over chunk sizes and attention implementations, the
+counts. Timings taken while other jobs share the cores are noisy: compare the parts of one run (same batches, the
+steps interleaved with the same idle wait), not runs. ``--explore`` adds raw bf16 loops on the trimmed model over chunk sizes and attention implementations, the
 per-step overheads outside the matrix products (optimizer, clipping, tokenization, trainer) and a torch.profiler
-breakdown of one bf16 step.
+breakdown of one bf16 step, uncompiled and compiled (what remains).
 
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6 --explore
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 3 --parts a,c0,c  # no bf16 CPU
 """
 
 from __future__ import annotations
@@ -124,14 +132,15 @@ def matmul_rate(dtype: torch.dtype, m: int = 4096, k: int = 384, n: int = 1536, 
     return 2 * m * k * n / best / 1e9
 
 
-def matmul_rates() -> dict[str, float]:
+def matmul_rates(names: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, float]:
     """The rates of a layer's three training matmul shapes (forward, input grad, weight grad), averaged."""
     rates = {}
     wait_for_idle()
     STEP_IDLE.clear()
-    for dtype in (torch.float32, torch.bfloat16):  # wake the thread pool and the oneDNN kernels first
-        matmul_rate(dtype, seconds=0.5)
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for name in names:  # wake the thread pool and the oneDNN kernels first
+        matmul_rate(dtypes[name], seconds=0.5)
+    for name, dtype in ((n, dtypes[n]) for n in names):
         shapes = [(4096, 384, 1536), (4096, 1536, 384), (384, 4096, 1536)]
         each = [matmul_rate(dtype, *s) for s in shapes]
         rates[name] = each[0]
@@ -253,7 +262,7 @@ def patched_dropout(fn):
 
 
 def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, fused=False, profile=None,
-             embed_once=True, dropout: bool | str = True):
+             embed_once=True, dropout: bool | str = True, compile_encoder=False):
     """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps)."""
     from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
 
@@ -265,7 +274,7 @@ def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, f
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
     patch = patched_dropout(bits_dropout) if dropout == "bits" else contextlib.nullcontext()
-    loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size)
+    loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder)
     if isinstance(loss_fn, LengthSortedMultipleNegativesRankingLoss):
         loss_fn.embed_once = embed_once
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, fused=fused or None)
@@ -297,7 +306,7 @@ def _steps(model, loss_fn, optimizer, batches, *, bf16, warmup, profile):
 
 
 def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, warmup, batch_size, seed,
-                 optim="adamw_torch_fused"):
+                 optim="adamw_torch_fused", compile_encoder=False, bf16=True):
     """The stock trainer; returns (timed step seconds, details: autocast seen, same batches, setup seconds)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
@@ -309,7 +318,7 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
         """Step times from one step's end to the next's (batch drawing and collation included), minus the wait."""
 
         def __init__(self):
-            self.marks, self.waits, self.wait = [], [], 0.0
+            self.marks, self.waits, self.wait, self.graphs = [], [], 0.0, []
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
@@ -323,6 +332,7 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
             self.waits.append(self.wait)
+            self.graphs.append(loss.training_path()["compiles"] if hasattr(loss, "training_path") else 0)
 
     torch.manual_seed(seed)
     t_setup = time.perf_counter()
@@ -331,7 +341,7 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as out:
         args = SentenceTransformerTrainingArguments(
             output_dir=out, per_device_train_batch_size=batch_size, learning_rate=LR, weight_decay=WD,
-            warmup_steps=0.1, lr_scheduler_type="linear", max_steps=steps, seed=seed, bf16=True, use_cpu=True,
+            warmup_steps=0.1, lr_scheduler_type="linear", max_steps=steps, seed=seed, bf16=bf16, use_cpu=True,
             optim=optim, max_grad_norm=MAX_GRAD_NORM,
             # nothing the run does not need: no checkpoints, no progress bar, one log line at the end, no workers
             # (a worker process would take one of the two cores from the matrix products), no pinned memory
@@ -340,8 +350,8 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
             batch_sampler=HybridBatchSampler.configure(corpus, mode="hybrid", alpha=0.5),
             prompts=dict(PROMPTS),
         )
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(),
-                                             loss=hybrid_loss(model, scale=SCALE, chunk_size=chunk_size))
+        loss = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(), loss=loss)
         clock = StepClock()
         trainer.add_callback(clock)
         seen, autocast = [], []
@@ -352,23 +362,57 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
             return collate(inputs, prompt=prompt, **kwargs)
 
         trainer.data_collator.preprocess_fn = spy
-        first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-        hook = first_linear.register_forward_hook(
-            lambda m, i, o: autocast.append((torch.is_autocast_enabled("cpu"), o.dtype)) if len(autocast) < 1 else None
+        # the autocast state seen by the encoder (a hook on an encoder layer's Linear would give that layer its own
+        # compiled graph)
+        hook = model[0].register_forward_pre_hook(
+            lambda m, i: autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            if len(autocast) < 1 else None
         )
         setup = time.perf_counter() - t_setup
+        t_compile = time.perf_counter()
+        if compile_encoder:
+            precompile(model, loss, chunk_size, max_seq_length, bf16)
+        compile_s = time.perf_counter() - t_compile
         trainer.train()
         hook.remove()
     marks = clock.marks
     times = [b - a - w for a, b, w in zip(marks[:-1], marks[1:], clock.waits)][warmup:]
     drawn = list(zip(seen[0::2], seen[1::2]))
+    graphs = clock.graphs
+    new_graphs = [b - a for a, b in zip(graphs[warmup - 1:], graphs[warmup:])] if warmup else graphs
     details = {
         "autocast": autocast[0] if autocast else None,
         "same batches": drawn[: len(batches)] == [(q, p) for q, p in batches],
         "setup s": setup,
+        "compile s": compile_s,
+        "warm-up s": (marks[warmup] - marks[0]) if len(marks) > warmup else float("nan"),
+        "path": loss.training_path() if hasattr(loss, "training_path") else None,
+        "new graphs in timed steps": new_graphs,
     }
     del trainer, model
     return times, details
+
+
+def precompile(model, loss, chunk_size, max_seq_length, bf16):
+    """Build the compiled loss's graphs for every width bucket up to ``max_seq_length`` before the timed steps.
+
+    One forward and backward of a synthetic batch whose two columns are one chunk of ``chunk_size`` rows at that
+    width (under the trainer's autocast); gradients are then dropped and the weights are not stepped. The trainer
+    reseeds at ``train()``, so the steps that follow draw the same batches and dropout stream as without it.
+    """
+    from sentence_transformers_hybrid._compile import WIDTH_BUCKETS, bucket_width
+
+    top = bucket_width(max_seq_length)
+    model.train()
+    for width in [b for b in WIDTH_BUCKETS if b < top] + [top]:
+        ids = torch.full((chunk_size, width), 5, dtype=torch.long)
+        mask = torch.ones_like(ids)
+        mask[-1, -1] = 0  # padding, as in real chunks: an all-ones mask lets the model drop it (another graph)
+        column = {"input_ids": ids, "attention_mask": mask}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            value = loss([dict(column), dict(column)], None)
+        value.backward()
+        model.zero_grad(set_to_none=True)
 
 
 # ------------------------------------------------------------------------------------------------------------ extras
@@ -433,12 +477,14 @@ def bf16_gradient_error(path, batch, *, attn, chunk_size, max_seq_length):
     return out
 
 
-def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18):
+def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, compile_encoder=False, bf16=True):
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU])
-    times = raw_loop(path, batches[:2], bf16=True, attn=attn, chunk_size=chunk_size, max_seq_length=max_seq_length,
-                     warmup=1, profile=prof)
+    # compiled: the warm-up steps build the graphs, the last step is profiled
+    n = 4 if compile_encoder else 2
+    times = raw_loop(path, batches[:n], bf16=bf16, attn=attn, chunk_size=chunk_size, max_seq_length=max_seq_length,
+                     warmup=n - 1, profile=prof, compile_encoder=compile_encoder)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     groups = {
@@ -481,7 +527,7 @@ def run_child(argv: list[str], env: dict[str, str]) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--result-json", f.name]
         proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
         for line in proc.stdout.splitlines():
-            if line.startswith("(c)"):
+            if line.startswith("(c0)"):
                 print("  child: " + line, flush=True)
         if proc.returncode:
             print(proc.stderr[-3000:])
@@ -500,9 +546,12 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=16, help="chunk size of (c)")
     parser.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention of (c)")
     parser.add_argument("--data-dir", default=os.environ.get("STH_DATA_DIR"))
-    parser.add_argument("--parts", default="a,b,c", help="which of a, b, c to run")
+    parser.add_argument("--parts", default="a,b,c0,c", help="which of a, b, c0, c to run")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                        help="trainer precision of (c0) and (c): bf16 autocast (the protocol) or float32 (a CPU "
+                             "without bf16 instructions, where the finetune preset trains in float32)")
     parser.add_argument("--malloc", action="store_true",
-                        help=f"also run (c) in a child process with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
+                        help=f"also run (c0) in a child process with {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}")
     parser.add_argument("--explore", action="store_true", help="chunk sizes x attention, overheads, profiler")
     parser.add_argument("--explore-chunks", default="8,16,32")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler in --explore")
@@ -549,11 +598,14 @@ def main() -> None:
         flops["real"] / 1e9, flops["padded"] / 1e9,
         ", ".join(f"chunks of {c} {flops[f'chunk{c}'] / 1e9:.0f}" for c in chunks)))
 
-    rates = matmul_rates()
-    print(f"matmul 4096x384 @ 384x1536: fp32 {rates['fp32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s; "
-          f"the layer's 3 training shapes (fwd, dgrad, wgrad): fp32 "
-          f"{'/'.join(f'{r:.0f}' for r in rates['fp32 (fwd, dgrad, wgrad)'])}, bf16 "
-          f"{'/'.join(f'{r:.0f}' for r in rates['bf16 (fwd, dgrad, wgrad)'])} ({load()})", flush=True)
+    # a CPU without bf16 instructions emulates bf16 matmuls (minutes to time): --precision fp32 times float32 only,
+    # and the limit below is then the float32 one
+    limit_name = args.precision
+    rates = matmul_rates(("fp32", "bf16") if limit_name == "bf16" else ("fp32",))
+    print("matmul 4096x384 @ 384x1536: " + ", ".join(f"{n} {rates[n]:.0f} GFLOP/s" for n in ("fp32", "bf16") if n in rates)
+          + "; the layer's 3 training shapes (fwd, dgrad, wgrad): " + ", ".join(
+              f"{n} {'/'.join(f'{r:.0f}' for r in rates[n + ' (fwd, dgrad, wgrad)'])}"
+              for n in ("fp32", "bf16") if n in rates) + f" ({load()})", flush=True)
 
     results = {}
 
@@ -576,33 +628,52 @@ def main() -> None:
         report("b", "(b) raw loop bf16 autocast, padded, SDPA, full vocabulary",
                raw_loop(full_path, batches, bf16=True, attn="sdpa", chunk_size=None, **common))
     c = args.chunk_size
-    if "c" in parts:
+    bf16 = args.precision == "bf16"
+    for key in ("c0", "c"):
+        if key not in parts:
+            continue
         times, details = trainer_loop(trim_path, corpus, batches, attn=args.attn, chunk_size=c,
-                                      batch_size=args.batch_size, seed=args.seed, **common)
-        report("c", f"(c) SentenceTransformerTrainer bf16=True + HybridBatchSampler + chunked MNRL "
-                    f"(chunk {c}), {args.attn}, trimmed vocabulary", times,
-               f"; autocast on, first Linear output dtype: {details['autocast']}; same batches as (a)/(b): "
-               f"{details['same batches']}; setup (load + trainer init) {details['setup s']:.1f} s")
+                                      batch_size=args.batch_size, seed=args.seed, compile_encoder=key == "c",
+                                      bf16=bf16, **common)
+        label = (f"(c0) committed path: SentenceTransformerTrainer bf16={bf16} + HybridBatchSampler + chunked MNRL "
+                 f"(chunk {c}), {args.attn}, trimmed vocabulary" if key == "c0" else
+                 f"(c) compiled path: (c0) + compile_encoder=True (torch.compile inductor, encoder layers, bucketed "
+                 "chunk shapes)")
+        extra = (f"; autocast on, its dtype: {details['autocast']}; same batches as (a)/(b): "
+                 f"{details['same batches']}; setup (load + trainer init) {details['setup s']:.1f} s")
+        if key == "c":
+            path, new = details["path"], details["new graphs in timed steps"]
+            storm = sum(1 for g in new if g) > len(new) / 2
+            results["c graphs"] = path["compiles"]
+            results["c recompiles in timed steps"] = sum(new)
+            extra += (f"; {path['path']}; compile (all width buckets, before the steps) {details['compile s']:.0f} s, "
+                      f"graphs built {path['compiles']} for {path['graphs']} shapes x modes (rows x width: "
+                      f"{', '.join(f'{r}x{w}' for r, w in path['shapes'])}), recompilations during the timed steps "
+                      f"{sum(new)}{' -- RECOMPILATION STORM' if storm else ''}"
+                      + (f"; compile problem: {path['compile_problem']}" if path["compile_problem"] else ""))
+        report(key, label, times, extra)
     if args.result_json:
         import json
 
         Path(args.result_json).write_text(json.dumps(results))
         return
-    if args.malloc and "c" in parts:
-        argv = ["--parts", "c", "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size",
+    if args.malloc and "c0" in parts:
+        argv = ["--parts", "c0", "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size",
                 str(args.batch_size), "--seed", str(args.seed), "--threads", str(args.threads), "--max-seq-length",
                 str(args.max_seq_length), "--chunk-size", str(c), "--attn", args.attn, "--data-dir", args.data_dir,
                 "--explore-chunks", args.explore_chunks, "--wait-idle", str(args.wait_idle), "--wait-max",
                 str(args.wait_max)]
-        results["c+malloc"] = run_child(argv, MALLOC_ENV)["c"]
-        print(f"(c) with the allocator env above: {results['c+malloc']:.2f} pairs/s ({load()})", flush=True)
+        results["c+malloc"] = run_child(argv, MALLOC_ENV)["c0"]
+        print(f"(c0) with the allocator env above: {results['c+malloc']:.2f} pairs/s ({load()})", flush=True)
     if "a" in results:
         print("ratios: " + ", ".join(f"({k})/(a) = {results[k] / results['a']:.2f}x"
-                                     for k in ("c", "c+malloc", "b") if k in results))
-    limit = args.batch_size / (flops["real"] / (rates["bf16 mean"] * 1e9))
-    print(f"bf16 matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic mean "
-          f"{rates['bf16 mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
-          + ", ".join(f"({k}) reaches {v / limit:.0%} of it" for k, v in results.items()))
+                                     for k in ("c", "c0", "c+malloc", "b") if k in results))
+    if "c" in results and "c0" in results:
+        print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
+    limit = args.batch_size / (flops["real"] / (rates[f"{limit_name} mean"] * 1e9))
+    print(f"{limit_name} matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic "
+          f"mean {rates[f'{limit_name} mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
+          + ", ".join(f"({k}) reaches {v / limit:.0%} of it" for k, v in results.items() if " " not in k))
 
     if args.explore:
         print("\n-- explore: raw loops on the trimmed model (same batches; torch.optim.AdamW defaults, i.e. its "
@@ -632,9 +703,9 @@ def main() -> None:
         report("threads1", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW, 1 thread",
                raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, **common))
         torch.set_num_threads(args.threads)
-        if "c" in results:
-            gap = 1 / results["c"] - 1 / results["fused"]
-            print(f"trainer (c) vs the same raw loop: {gap * args.batch_size * 1e3:+.0f} ms/step")
+        if "c0" in results:
+            gap = 1 / results["c0"] - 1 / results["fused"]
+            print(f"trainer (c0) vs the same raw loop: {gap * args.batch_size * 1e3:+.0f} ms/step")
 
         print("\n-- explore: per-step work outside the encoder layers (best of 5)", flush=True)
         for path, name in ((trim_path, "trimmed"), (full_path, "full vocabulary")):
@@ -662,12 +733,14 @@ def main() -> None:
               + ", ".join(f"{k} {e:.2e} / {d:.1e}" for k, (e, d) in err.items()) + f" ({load()})", flush=True)
 
         if not args.no_profile:
-            for attn in dict.fromkeys((args.attn, "sdpa")):
-                print(f"\n-- explore: torch.profiler, one bf16 step, chunks of {c}, {attn}, trimmed (raw loop, "
-                      "torch.optim.AdamW defaults)", flush=True)
+            for attn, compiled in [*((a, False) for a in dict.fromkeys((args.attn, "sdpa"))), (args.attn, True)]:
+                print(f"\n-- explore: torch.profiler, one {args.precision} step, chunks of {c}, {attn}, trimmed (raw "
+                      f"loop, torch.optim.AdamW defaults){', encoder layers compiled: what remains' if compiled else ''}",
+                      flush=True)
                 step, shares, rows, total = profile_step(trim_path, batches, attn=attn, chunk_size=c,
-                                                         max_seq_length=args.max_seq_length)
-                print(f"[{attn}] step {step:.2f} s (profiled; self CPU total {total:.2f} s): "
+                                                         max_seq_length=args.max_seq_length, compile_encoder=compiled,
+                                                         bf16=bf16)
+                print(f"[{attn}{' compiled' if compiled else ''}] step {step:.2f} s (profiled; self CPU total {total:.2f} s): "
                       + ", ".join(f"{g} {s:.0%}" for g, s in shares.items() if s >= 0.005) + f" ({load()})")
                 for key, sec, count in rows:
                     print(f"    {key:60s} {sec:7.3f} s  x{count}")

@@ -25,9 +25,11 @@ from sentence_transformers.util import cos_sim
 from torch import Tensor
 
 try:  # sentence-transformers >= 6
-    from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+    from sentence_transformers.base.losses.merged_forward import embed_columns, merge_feature_batches
 except ImportError:  # pragma: no cover - sentence-transformers 5.x embeds each column on its own
-    merge_feature_batches = None
+    embed_columns = merge_feature_batches = None
+
+from ._compile import CompiledLayers, bucket_width
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -38,7 +40,7 @@ PAPER_SCALE = 1.0 / PAPER_TEMPERATURE
 
 def hybrid_loss(
     model: SentenceTransformer,
-    scale: float = PAPER_SCALE,
+    scale: float | None = None,
     *,
     temperature: float | None = None,
     symmetric: bool = False,
@@ -46,13 +48,16 @@ def hybrid_loss(
     mini_batch_size: int = 32,
     gather_across_devices: bool = False,
     chunk_size: int | None = None,
+    compile_encoder: bool = False,
 ) -> MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss:
     """The paper's contrastive loss as a stock sentence-transformers loss object.
 
     Args:
         model: the model being trained.
-        scale: inverse softmax temperature, as sentence-transformers names it (paper: 20, i.e. temperature 0.05).
-        temperature: alternatively the temperature itself; ``scale = 1 / temperature``. Give one of the two.
+        scale: inverse softmax temperature, as sentence-transformers names it. ``None`` (default): from
+            ``temperature`` when given, else the paper's 20 (temperature 0.05).
+        temperature: alternatively the temperature itself; ``scale = 1 / temperature``. Give one of the two; given
+            both, they must agree (``scale * temperature == 1``), else ``ValueError``, also when ``scale`` is 20.
         symmetric: also rank queries for each passage (``directions=("query_to_doc", "doc_to_query")``, one softmax
             per direction, averaged), as in ``MultipleNegativesSymmetricRankingLoss``.
         cached: use ``CachedMultipleNegativesRankingLoss`` (GradCache): the same loss value and gradients, with memory
@@ -64,6 +69,10 @@ def hybrid_loss(
         chunk_size: encode each column in length-sorted chunks of this many rows, each cut to its own longest
             sequence (:class:`LengthSortedMultipleNegativesRankingLoss`): the same loss and gradients, less padding.
             ``None`` (default): the stock loss, one padded forward per column. Not combinable with ``cached``.
+        compile_encoder: with ``chunk_size``, run the encoder layers compiled by ``torch.compile`` (inductor), the
+            chunks padded to a few fixed widths and row counts so that the graphs are reused (see
+            :class:`LengthSortedMultipleNegativesRankingLoss`): the same loss and in-batch negatives, dropout at
+            the same rate from inductor's generator. Without a working compiler: a warning and the uncompiled path.
 
     Returns:
         ``MultipleNegativesRankingLoss`` (``LengthSortedMultipleNegativesRankingLoss`` with ``chunk_size``) or
@@ -84,9 +93,13 @@ def hybrid_loss(
     if temperature is not None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        if scale != PAPER_SCALE and abs(scale * temperature - 1.0) > 1e-9:
-            raise ValueError(f"scale={scale} and temperature={temperature} disagree (scale = 1 / temperature)")
+        # None, not the paper's value, means "not given": scale=20.0 with temperature=0.1 is a contradiction
+        if scale is not None and abs(scale * temperature - 1.0) > 1e-9:
+            raise ValueError(f"scale={scale} and temperature={temperature} disagree (scale = 1 / temperature): "
+                             "give one of the two")
         scale = 1.0 / temperature
+    elif scale is None:
+        scale = PAPER_SCALE
     if not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")
     if cached and mini_batch_size < 1:
@@ -96,6 +109,8 @@ def hybrid_loss(
             f"chunk_size={chunk_size} and cached=True: the cached loss already embeds mini-batches of "
             "mini_batch_size rows; give one of the two"
         )
+    if compile_encoder and chunk_size is None:
+        raise ValueError("compile_encoder=True needs chunk_size (the compiled path encodes length-sorted chunks)")
     kwargs = dict(
         scale=float(scale),
         similarity_fct=cos_sim,
@@ -106,7 +121,8 @@ def hybrid_loss(
     if cached:
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **kwargs)
     if chunk_size is not None:
-        return LengthSortedMultipleNegativesRankingLoss(model, chunk_size=chunk_size, **kwargs)
+        return LengthSortedMultipleNegativesRankingLoss(model, chunk_size=chunk_size, compile_encoder=compile_encoder,
+                                                        **kwargs)
     return MultipleNegativesRankingLoss(model, **kwargs)
 
 
@@ -139,12 +155,30 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     but more, smaller matrix products. Wrapper losses that hand state between calls through the feature dicts
     (``AdaptiveLayerLoss``) do not see the chunks' dicts.
 
+    With ``compile_encoder`` the encoder layers run compiled by ``torch.compile`` (inductor: fused element-wise
+    kernels, dropout masks from inductor's own generator at the same rate) inside this loss's forward only (see
+    :mod:`sentence_transformers_hybrid._compile`; outside it the model is the eager one). So that one graph serves
+    many steps, every chunk has ``chunk_size`` rows (a short last chunk is filled with copies of its first row,
+    whose embeddings are dropped, so they get no gradient) and a width rounded up to one of
+    :data:`~sentence_transformers_hybrid._compile.WIDTH_BUCKETS` (added positions are padding: attention mask 0,
+    zero embeddings). The loss, its in-batch negatives and the gradients are those of the uncompiled path up to
+    float rounding; a new shape is a new compile, counted in :meth:`training_path`. Without a working compiler:
+    one ``RuntimeWarning`` naming it, and the uncompiled path.
+
+    ``embed_once=False`` calls sentence-transformers' own ``embed_columns`` (the anchor column alone, the candidate
+    columns merged into one forward) with the chunked encoder in the model's place. ``embed_once=True`` cannot:
+    ``embed_columns`` calls the model once per column (anchor, then the merged candidates), and each call would look
+    up its own word pieces, i.e. one dense word-embedding gradient per column. The single lookup must see every
+    column's token ids before any forward, so this loss merges the candidates with the same stock
+    ``merge_feature_batches`` first, looks up once, and then encodes each column.
+
     Args:
         model: the model being trained.
         chunk_size: rows per forward pass (>= 1); a chunk size of at least the batch size means one forward per
             column, at the column's own longest sequence, as in the stock loss.
         embed_once: one word-embedding lookup per step for all columns and chunks (see above); ``False``: each
             chunk's forward looks up its own tokens.
+        compile_encoder: run the encoder layers compiled, on bucketed chunk shapes (see above).
         **kwargs: the arguments of ``MultipleNegativesRankingLoss`` (``scale``, ``similarity_fct``, ``directions``,
             ``partition_mode``, ``gather_across_devices``, ``hardness_mode``, ``hardness_strength``).
 
@@ -183,17 +217,27 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     """
 
     def __init__(self, model: SentenceTransformer, chunk_size: int = 16, *, embed_once: bool = True,
-                 **kwargs: Any) -> None:
+                 compile_encoder: bool = False, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
         self.chunk_size = chunk_size
         self.embed_once = bool(embed_once)
+        self.compile_encoder = bool(compile_encoder)
+        self._layers = CompiledLayers(model, enabled=self.compile_encoder, what=type(self).__name__)
+
+    def training_path(self) -> dict[str, Any]:
+        """Which path the forward ran, for the run record: compiled or not (and why not), the graphs built."""
+        return {"loss": type(self).__name__, "chunk_size": self.chunk_size, "embed_once": self.embed_once,
+                **self._layers.describe()}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
         if not features:
             raise ValueError("Expected at least 2 embeddings, got 0")
+        if not self.embed_once and embed_columns is not None:
+            chunked = _ChunkedEncoder(self)
+            return self.compute_loss_from_embeddings(embed_columns(chunked, features), labels)
         candidates = features[1:]
         merged = merge_feature_batches(candidates) if len(candidates) > 1 and merge_feature_batches else None
         columns = [features[0], *(candidates if merged is None else [merged])]
@@ -252,21 +296,37 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         # depend on it; with right padding this is the row's length)
         active = mask.bool()
         needed = torch.where(active, torch.arange(1, width + 1, device=mask.device), 0).amax(dim=1)
-        if rows <= self.chunk_size:
+        compiled = self._layers.compiled
+        if rows <= self.chunk_size and not compiled:
             return self.model(self._take(features, None, int(needed.max()), rows, width))["sentence_embedding"]
         order = torch.sort(needed, descending=True, stable=True).indices
         chunks = []
         for begin in range(0, rows, self.chunk_size):
             index = order[begin : begin + self.chunk_size]
-            chunk = self._take(features, index, int(needed[index[0]]), rows, width)
-            chunks.append(self.model(chunk)["sentence_embedding"])
+            n, cut = len(index), int(needed[index[0]])
+            if compiled:  # fixed shapes: chunk_size rows (copies of the first row dropped below), bucketed widths
+                cut = bucket_width(cut, limit=getattr(self.model, "max_seq_length", None))
+                if n < self.chunk_size:
+                    index = torch.cat([index, index[:1].expand(self.chunk_size - n)])
+            chunk = self._take(features, index, cut, rows, width)
+            if compiled:
+                new = self._layers.note_shape(len(index), cut)
+                embedded = self._layers.run(self._encode, chunk, device_type=mask.device.type, new_shape=new)
+                chunks.append(embedded[:n])
+                compiled = self._layers.compiled  # False from here on when that compile failed
+            else:
+                chunks.append(self._encode(chunk))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(rows, device=order.device)
         return torch.cat(chunks, dim=0)[inverse]
 
+    def _encode(self, chunk: dict[str, Any]) -> Tensor:
+        return self.model(chunk)["sentence_embedding"]
+
     @staticmethod
     def _take(features: dict[str, Any], index: Tensor | None, cut: int, rows: int, width: int) -> dict[str, Any]:
-        """The rows ``index`` (all if None) of every per-row tensor, token axes cut to ``cut`` columns."""
+        """The rows ``index`` (all if None) of every per-row tensor, token axes cut to ``cut`` columns (or padded
+        with zeros to ``cut`` when wider than the batch: masked-out positions)."""
         out = {}
         for key, value in features.items():
             if not isinstance(value, Tensor) or value.ndim == 0 or value.shape[0] != rows:
@@ -276,11 +336,24 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                 value = value[index]
             if value.ndim >= 2 and value.shape[1] == width and cut < width:
                 value = value[:, :cut]
+            elif value.ndim >= 2 and value.shape[1] == width and cut > width:
+                value = torch.nn.functional.pad(value, [0, 0] * (value.ndim - 2) + [0, cut - width])
             out[key] = value
         return out
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once}
+        return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once,
+                "compile_encoder": self.compile_encoder}
+
+
+class _ChunkedEncoder:
+    """What ``embed_columns`` calls as the model: ``{"sentence_embedding": loss.embed_length_sorted(features)}``."""
+
+    def __init__(self, loss: LengthSortedMultipleNegativesRankingLoss) -> None:
+        self.loss = loss
+
+    def __call__(self, features: dict[str, Any]) -> dict[str, Tensor]:
+        return {"sentence_embedding": self.loss.embed_length_sorted(features)}
 
 
 __all__ = ["PAPER_SCALE", "PAPER_TEMPERATURE", "LengthSortedMultipleNegativesRankingLoss", "hybrid_loss"]

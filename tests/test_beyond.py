@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -517,6 +518,8 @@ def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt
     seen = {}
 
     class FakeTrainer:
+        state = SimpleNamespace(log_history=[])  # train_run reads the loss curve from it
+
         def __init__(self, **kwargs):
             seen.update(kwargs)
 

@@ -227,3 +227,102 @@ def test_trains_through_the_stock_trainer_with_hybrid_batches(tmp_path):
     assert len(changed) > len(chunked) // 2  # it trained
     for name in stock:
         torch.testing.assert_close(chunked[name], stock[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_scale_and_temperature_given_together_must_agree(model):
+    """issue 23 item 2: a scale equal to the default is not 'unset'; two ways of saying one thing must agree."""
+    with pytest.raises(ValueError, match="disagree"):
+        hybrid_loss(model, scale=20.0, temperature=0.1)
+    assert hybrid_loss(model, scale=10.0, temperature=0.1).scale == pytest.approx(10.0)
+    assert hybrid_loss(model, temperature=0.1).scale == pytest.approx(10.0)
+    assert hybrid_loss(model).scale == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        hybrid_loss(model, compile_encoder=True)
+
+
+# the compiled path: short texts (every chunk in the 16-token bucket, so one graph per mode) and 11 rows, so that the
+# last chunk of 6 is filled with a copy of its first row
+SHORT_A = [_text(i, 1 + (i * 5) % 11) for i in range(11)]
+SHORT_P = [_text(i + 4, 1 + (i * 7) % 12) for i in range(11)]
+
+
+@pytest.fixture(scope="module")
+def dropout_model(tmp_path_factory):
+    # the tiny BERT's own dropout: hidden 0.1, attention 0.1 (eager attention, so that its dropout is a module too)
+    model = tiny_transformer_model(tmp_path_factory.mktemp("tiny-dropout"), SHORT_A + SHORT_P, max_seq_length=64)
+    model[0].auto_model.set_attn_implementation("eager")
+    return model
+
+
+def test_compiled_path_gives_the_uncompiled_loss_gradients_and_dropout_rate(dropout_model):
+    """torch.compile of the encoder layers: the same loss and gradients (dropout off), dropout still at p (on)."""
+    from torch._dynamo.utils import counters
+
+    from sentence_transformers_hybrid._compile import WIDTH_BUCKETS, compiler_problem, encoder_layers
+
+    if compiler_problem("cpu") is not None:
+        pytest.skip(f"no working torch.compile here: {compiler_problem('cpu')}")
+    model = dropout_model
+    features = _features(model, SHORT_A, SHORT_P)
+    eager = hybrid_loss(model, chunk_size=6)
+    compiled = hybrid_loss(model, chunk_size=6, compile_encoder=True)
+    breaks = sum(counters["graph_break"].values())
+    model.eval()  # dropout off: both paths see the same network
+    try:
+        _assert_same(model, eager, compiled, features)
+    finally:
+        model.train()
+    path = compiled.training_path()
+    assert path["path"].startswith("compiled") and path["compile_problem"] is None
+    assert path["shapes"] == [[6, 16]] and 16 in WIDTH_BUCKETS  # 2 chunks a column, all 6 x 16: one graph
+    assert path["compiles"] == 1  # dynamo built just that one: both layers share it (a hook on one would split it)
+    assert all(layer._compiled_call_impl is None for layer in encoder_layers(model))  # eager outside the loss
+
+    p = model[0].auto_model.config.hidden_dropout_prob
+    assert p == pytest.approx(0.1)
+    dropped = []
+
+    def record(module, args, output):
+        dropped.append((output == 0).float().mean())
+
+    hooks = [layer.output.dropout.register_forward_hook(record) for layer in encoder_layers(model)]
+    try:
+        with torch.no_grad():  # the forward is what draws the masks; an inference graph compiles faster
+            value = compiled(features, None)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert torch.isfinite(value)
+    assert sum(counters["graph_break"].values()) == breaks  # the hooks ran inside the compiled graph
+    # 2 layers x 4 chunks of 6 x 16 x 32 outputs: the share of zeros is the dropout rate (sd ~0.002)
+    assert len(dropped) == 8
+    assert float(torch.stack(dropped).mean()) == pytest.approx(p, abs=0.02)
+    assert compiled.training_path()["graphs"] == 2  # eval and train: no recompilation beyond the two modes
+
+
+def test_compiled_path_without_a_compiler_warns_and_runs_uncompiled(dropout_model, monkeypatch):
+    from sentence_transformers_hybrid import _compile
+
+    monkeypatch.setattr(_compile, "compiler_problem", lambda device_type="cpu": "InvalidCxxCompiler: no g++ (test)")
+    model = dropout_model.eval()
+    try:
+        features = _features(model, SHORT_A, SHORT_P)
+        loss = hybrid_loss(model, chunk_size=6, compile_encoder=True)
+        with pytest.warns(RuntimeWarning, match="InvalidCxxCompiler: no g\\+\\+"):
+            value = loss(features, None)
+        ref = hybrid_loss(model, chunk_size=6)(features, None)
+    finally:
+        model.train()
+    torch.testing.assert_close(value, ref)
+    path = loss.training_path()
+    assert path["path"].startswith("uncompiled") and "no g++" in path["compile_problem"] and path["graphs"] == 0
+
+
+def test_the_compiler_probe_works_inside_an_encoding_pass():
+    """The probe compiles a function and its backward: inside no_grad and autocast (an encoding pass) too."""
+    from sentence_transformers_hybrid._compile import compiler_problem
+
+    if compiler_problem("cpu") is not None:
+        pytest.skip(f"no working torch.compile here: {compiler_problem('cpu')}")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert compiler_problem.__wrapped__("cpu") is None

@@ -307,3 +307,20 @@ def test_options_the_cache_cannot_key_are_refused_by_name(tmp_path):
     np.testing.assert_allclose(cache.encode(model, TEXTS, device="cpu", precision="float32"), model.encode(TEXTS),
                                rtol=1e-6)
     assert all(t in cache for t in TEXTS)
+
+
+def test_bucketed_encoding_gives_the_model_encode_vectors(tmp_path):
+    """issue 24: the cache's bucketed path (fixed rows, widths padded to buckets) stores model.encode's vectors."""
+    model = tiny_transformer_model(tmp_path / "tok", TEXTS * 3, seed=0).eval()
+    texts = [t * (1 + i % 3) for i, t in enumerate(TEXTS)]  # several widths, a last batch shorter than the others
+    cache = open_embedding_cache(tmp_path / "c", model, shard_size=5)
+    cache.use_bucketed_encoding(model, compile_encoder=False)  # the compiled layers have their own test
+    vecs = cache.encode(model, texts, batch_size=3)
+    np.testing.assert_allclose(vecs, model.encode(texts), rtol=1e-5, atol=1e-5)
+    assert cache.encoding_path()["encoding"] == "bucketed"
+    assert open_embedding_cache(tmp_path / "d", model).encoding_path() == {"encoding": "model.encode"}
+    bf16 = open_embedding_cache(tmp_path / "e", model, dtype="bfloat16")
+    bf16.use_bucketed_encoding(model, compile_encoder=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model.encode(texts, convert_to_tensor=True).float().numpy()
+    np.testing.assert_allclose(bf16.encode(model, texts, batch_size=3), want, atol=3e-2)

@@ -69,7 +69,7 @@ def test_fewer_passages_than_k_leave_empty_slots():
 
 
 def test_faiss_flat_equals_exact_and_ann_is_labelled_approximate():
-    faiss = pytest.importorskip("faiss")  # noqa: F841
+    pytest.importorskip("faiss")
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(500, 8)).astype(np.float32)
     q = rng.normal(size=(20, 8)).astype(np.float32)

@@ -47,6 +47,7 @@ class Preset:
     encode_dtype: str = "float32"  # encoding passes: "float32", or "auto" (bf16 autocast where supported)
     trim_vocabulary: bool = False  # e5: keep only the word pieces of the training + evaluation texts
     chunk_size: int | None = None  # MNRL: encode each side in length-sorted chunks of this many rows
+    compile_encoder: bool = False  # with chunk_size: torch.compile the encoder layers (same loss; eager if no compiler)
     attn_implementation: str | None = None  # e.g. "eager" (transformers' attention implementation)
     save_steps: int = 50  # checkpoint every this many steps (a killed run loses at most this many)
     max_seq_length: int = 128
@@ -125,6 +126,10 @@ PRESETS: dict[str, Preset] = {
         encode_dtype="auto",
         trim_vocabulary=True,
         chunk_size=16,
+        # the compiled path (issue 24) is off until a run alone shows it faster: on a 2-core AVX2 CPU in float32 it
+        # was 0.74-0.92x of this path (docs/results.md); resolve_preset("finetune", compile_encoder=True) trains
+        # through it
+        compile_encoder=False,
         attn_implementation="eager",
         save_models="first-seed",
     ),

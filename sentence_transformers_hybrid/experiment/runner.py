@@ -118,8 +118,10 @@ def evaluator_pairs(evaluator) -> list[dict[str, Any]]:
 #: Preset fields that choose which runs an experiment has, not what a run computes: a finished experiment may be
 #: resumed with other values (runs are added; records of runs no longer planned stay on disk, out of the summary).
 RUN_SET_FIELDS: tuple[str, ...] = ("modes", "seeds", "alpha_sweep", "sweep_seeds")
-#: Preset fields that change no result (text, and what the preset asks of the machine).
-_UNCOMPARED_FIELDS: tuple[str, ...] = ("description", "needs_cuda")
+#: Preset fields that change no result (text, and what the preset asks of the machine). ``compile_encoder`` runs the
+#: same loss through compiled layers (float rounding and dropout's random stream differ); each record's
+#: ``training_path`` says which path ran.
+_UNCOMPARED_FIELDS: tuple[str, ...] = ("description", "needs_cuda", "compile_encoder")
 
 
 class ExperimentConfigError(ValueError):
@@ -283,7 +285,8 @@ def run_experiment(
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
                   "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from,
                   "device": train_setup.describe(), "load_average": _load_average(),
-                  "sampler": trained.sampler_config, "config_key": key}
+                  "sampler": trained.sampler_config, "training_path": trained.training_path,
+                  "loss_curve": trained.loss_curve, "config_key": key}
         model_dir = _model_dir(out, spec, preset)
         if model_dir is not None:
             if model_dir.exists():

@@ -37,12 +37,17 @@ __all__ = ["TrainResult", "TrainingProgress", "checkpoint_problem", "resumable_c
 
 @dataclass
 class TrainResult:
-    """What :func:`train_run` reports: the training seconds, the sampler configuration it trained with, and the
-    checkpoint it resumed from (``None``: from the start)."""
+    """What :func:`train_run` reports: the training seconds, the sampler configuration it trained with, the
+    checkpoint it resumed from (``None``: from the start) and which training path the loss ran
+    (``LengthSortedMultipleNegativesRankingLoss.training_path()``: compiled or not and why, graphs built; ``None``
+    for the stock loss), and the training loss the trainer logged (``{step: mean loss since the previous log}``,
+    every ``logging_steps``)."""
 
     seconds: float
     sampler_config: dict[str, Any]
     resumed_from: str | None = None
+    training_path: dict[str, Any] | None = None
+    loss_curve: dict[int, float] | None = None
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -212,7 +217,7 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         max_steps=preset.max_steps,
         seed=spec.seed,
         **device_args,
-        logging_steps=max(1, preset.max_steps // 10),
+        logging_steps=max(1, min(10, preset.max_steps // 10)),  # a loss curve of 30 points over 300 steps
         save_strategy="steps" if save else "no",
         save_steps=preset.save_steps or preset.max_steps,
         save_total_limit=2,  # the newest may be cut off by a kill: keep the one before it
@@ -224,7 +229,8 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
     )
     if consistency_weight and prompts.get("query"):  # the translation is a question: the query prompt
         args.prompts = {**(args.prompts or {}), "query_parallel": prompts["query"]}
-    loss_kwargs = {"chunk_size": preset.chunk_size} if preset.chunk_size else {}
+    loss_kwargs = ({"chunk_size": preset.chunk_size, "compile_encoder": bool(preset.compile_encoder)}
+                   if preset.chunk_size else {})
     loss = hybrid_loss(model, scale=preset.scale, **loss_kwargs)
     train_dataset = corpus.to_dataset()
     if consistency_weight:
@@ -243,7 +249,10 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         logger.info("run %s resumes from %s", spec.run_id, last)
         progress.prior_seconds = _prior_seconds(Path(last))
     trainer.train(resume_from_checkpoint=last)
-    return TrainResult(progress.seconds(), sampler.config(), last)
+    inner = getattr(loss, "base_loss", loss)  # the consistency term wraps the chunked loss
+    path = inner.training_path() if hasattr(inner, "training_path") else None
+    curve = {int(e["step"]): float(e["loss"]) for e in trainer.state.log_history if "loss" in e and "step" in e}
+    return TrainResult(progress.seconds(), sampler.config(), last, path, curve)
 
 
 def _prior_seconds(checkpoint: Path) -> float:

@@ -505,16 +505,39 @@ class EmbeddingCache:
         tag = json.dumps(variant, sort_keys=True)
         return (lambda text: hashlib.sha1(f"{tag}\0{text}".encode("utf-8")).hexdigest()), options
 
-    @staticmethod
-    def _encode_chunk(model: SentenceTransformer, chunk: list[str], batch_size: int, autocast: torch.dtype | None,
-                      encode_kwargs: dict[str, Any]) -> np.ndarray:
+    def use_bucketed_encoding(self, model: SentenceTransformer, compile_encoder: bool = True) -> None:
+        """Encode missing texts with :func:`~sentence_transformers_hybrid._compile.encode_bucketed` (length-sorted
+        batches of fixed rows and bucketed widths, the encoder layers of ``model`` compiled where a compiler works)
+        instead of ``model.encode``: the same vectors up to float rounding (the dtype of the settings still
+        applies). Calls with encode arguments other than ``normalize_embeddings``, and models with a default prompt or
+        a ``truncate_dim``, keep ``model.encode``."""
+        from .._compile import CompiledLayers
+
+        self._bucketed = CompiledLayers(model, enabled=compile_encoder, what="the embedding cache's encoding")
+
+    def encoding_path(self) -> dict[str, Any]:
+        """Which encoding ran: ``model.encode``, or the bucketed path (compiled or not, graphs built)."""
+        bucketed = getattr(self, "_bucketed", None)
+        return {"encoding": "model.encode"} if bucketed is None else {"encoding": "bucketed", **bucketed.describe()}
+
+    def _encode_chunk(self, model: SentenceTransformer, chunk: list[str], batch_size: int,
+                      autocast: torch.dtype | None, encode_kwargs: dict[str, Any]) -> np.ndarray:
         context: contextlib.AbstractContextManager = contextlib.nullcontext()
         if autocast is not None:
             device = getattr(model, "device", torch.device("cpu"))
             context = torch.autocast(device_type=torch.device(device).type, dtype=autocast)
+        bucketed = getattr(self, "_bucketed", None)
         with context:
-            vecs = model.encode(chunk, batch_size=batch_size, convert_to_numpy=False, convert_to_tensor=True,
-                                show_progress_bar=False, **encode_kwargs)
+            # model.encode's own extras (a default prompt, truncation) stay with model.encode
+            plain = getattr(model, "default_prompt_name", None) is None and getattr(model, "truncate_dim", None) is None
+            if bucketed is not None and plain and set(encode_kwargs) <= {"normalize_embeddings"}:
+                from .._compile import encode_bucketed
+
+                vecs = encode_bucketed(model, chunk, batch_size=batch_size, layers=bucketed,
+                                       normalize_embeddings=bool(encode_kwargs.get("normalize_embeddings")))
+            else:
+                vecs = model.encode(chunk, batch_size=batch_size, convert_to_numpy=False, convert_to_tensor=True,
+                                    show_progress_bar=False, **encode_kwargs)
         if isinstance(vecs, torch.Tensor):
             return vecs.detach().float().cpu().numpy()
         return np.asarray(vecs, dtype=np.float32)
