@@ -36,8 +36,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import platform
 import shutil
 import time
 from collections.abc import Sequence
@@ -48,7 +46,6 @@ from typing import Any
 from .._utils import atomic_write_json
 from ..data import ParallelCorpus, split_lareqa_by_article, subsample_benchmark
 from .backbones import make_backbone
-from .devices import select_device
 from .presets import Preset, RunSpec, resolve_preset
 from .runner import (
     ExperimentConfigError,
@@ -56,6 +53,8 @@ from .runner import (
     config_differences,
     config_key,
     evaluate_model,
+    experiment_config,
+    load_average,
     load_data,
 )
 from .selection import BASELINES, NON_INFERIORITY_RULE, SELECTION_RULE, select_candidate, worst_margin
@@ -258,23 +257,10 @@ def run_beyond(
     if phase not in ("all", "dev"):
         raise ValueError(f"phase must be 'all' or 'dev', got {phase!r}")
     preset = resolve_preset(preset, device=device, **overrides)
-    setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
-    train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
+    config, train_setup, encode_setup = experiment_config(preset, data_dir, device, model_path, command)
+    config.update(protocol="beyond", selection_rule=SELECTION_RULE, non_inferiority_rule=NON_INFERIORITY_RULE,
+                  candidates=[{"name": c.name, **dataclasses.asdict(c)} for c in candidates])
     out = Path(output_dir)
-    config: dict[str, Any] = {
-        "preset": preset.to_dict(),
-        "data_dir": str(data_dir) if data_dir else os.environ.get("STH_DATA_DIR"),
-        "device": device,
-        "device_setup": {"train": train_setup.to_dict(), "encode": encode_setup.to_dict()},
-        "model_path": model_path,
-        "model_fingerprint": _fingerprint(model_path),
-        "command": command,
-        "python": platform.python_version(),
-        "protocol": "beyond",
-        "selection_rule": SELECTION_RULE,
-        "non_inferiority_rule": NON_INFERIORITY_RULE,
-        "candidates": [{"name": c.name, **dataclasses.asdict(c)} for c in candidates],
-    }
     key = config["config_key"] = config_key(config)
     if overwrite:
         for sub in ("runs", "checkpoints", "models", "dev"):
@@ -348,14 +334,6 @@ def _limit(corpus: ParallelCorpus, preset: Preset) -> ParallelCorpus:
         return ParallelCorpus.from_records([r for r in corpus.to_records() if r["group"] in keep],
                                            name=corpus.sources[0])
     return corpus
-
-
-def _fingerprint(model_path: str | None) -> str | None:
-    if not model_path or not Path(model_path).is_dir():
-        return None
-    from ..models.frozen import model_fingerprint
-
-    return model_fingerprint(model_path)
 
 
 def _check_resumable(out: Path, config: dict[str, Any], key: str) -> None:
@@ -451,7 +429,7 @@ def _finish(run: BeyondRun, model, fields: dict[str, Any], bench, backbone, ctx:
     if layer_cka:
         with ctx["encode_setup"].autocast():
             record["cka_by_layer"] = backbone.layer_cka(model)
-    record.update(device=ctx["train_setup"].describe(), load_average=_load_average(), config_key=ctx["key"])
+    record.update(device=ctx["train_setup"].describe(), load_average=load_average(), config_key=ctx["key"])
     return record
 
 
@@ -462,17 +440,25 @@ def _dev_run(run: BeyondRun, dev_phase: _Phase, ctx: dict[str, Any], needs_model
         return _read_json(run_file)
     logger.info("beyond: run %s", run.run_id)
     _, corpus, dev, backbone = dev_phase.get()
+    return _make_run(run, corpus, dev, backbone, ctx, name=DEV_BENCHMARK, layer_cka=False, keep=needs_model)
+
+
+def _make_run(run: BeyondRun, corpus, bench, backbone, ctx: dict[str, Any], *, name: str, layer_cka: bool,
+              keep: set[str], **extra: Any) -> dict[str, Any]:
+    """Train (or merge) ``run``'s model, score it on ``bench``, keep its weights when a later run needs them, and
+    write its record (``extra`` added) before its checkpoints go."""
     c = run.candidate
     assert c is not None
     model, fields = _merge_record(run, ctx) if c.kind == "merge" else _train_record(run, corpus, backbone, ctx)
-    record = _finish(run, model, fields, dev, backbone, ctx, name=DEV_BENCHMARK, layer_cka=False)
-    if c.name in needs_model:
-        target = _model_dir(out, run)
+    record = _finish(run, model, fields, bench, backbone, ctx, name=name, layer_cka=layer_cka)
+    record.update(extra)
+    if c.name in keep:
+        target = _model_dir(ctx["out"], run)
         shutil.rmtree(target, ignore_errors=True)
         backbone.save(model, target)
         record["model_dir"] = str(target)
-    atomic_write_json(run_file, record)
-    shutil.rmtree(out / "checkpoints" / run.run_id, ignore_errors=True)
+    atomic_write_json(ctx["out"] / "runs" / f"{run.run_id}.json", record)
+    shutil.rmtree(ctx["out"] / "checkpoints" / run.run_id, ignore_errors=True)
     return record
 
 
@@ -536,24 +522,8 @@ def _test_run(run: BeyondRun, test_phase: _Phase, ctx: dict[str, Any], finetune_
             return record
     logger.info("beyond: run %s", run.run_id)
     corpus, bench, backbone = test_phase.get()
-    model, fields = _merge_record(run, ctx) if c.kind == "merge" else _train_record(run, corpus, backbone, ctx)
-    record = _finish(run, model, fields, bench, backbone, ctx, name=bench.name, layer_cka=True)
-    record["selection_sha256"] = sha
-    if c.name in keep:
-        target = _model_dir(out, run)
-        shutil.rmtree(target, ignore_errors=True)
-        backbone.save(model, target)
-        record["model_dir"] = str(target)
-    atomic_write_json(run_file, record)
-    shutil.rmtree(out / "checkpoints" / run.run_id, ignore_errors=True)
-    return record
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
+    return _make_run(run, corpus, bench, backbone, ctx, name=bench.name, layer_cka=True, keep=keep,
+                     selection_sha256=sha)
 
 
 __all__ += ["BASELINE_CANDIDATES", "DEV_BENCHMARK", "DEV_SEED", "MONO_STEPS_CONTROL", "SELECTION_FILE"]

@@ -226,20 +226,9 @@ def run_experiment(
     if preset.name == "beyond":
         raise ValueError("the beyond preset has its own protocol (dev selection, then the test): run it with "
                          "sentence_transformers_hybrid.experiment.beyond.run_beyond or st-hybrid experiment --preset beyond")
-    setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
-    train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
+    config, train_setup, encode_setup = experiment_config(preset, data_dir, device, model_path, command)
+    config["runs"] = [dataclasses.asdict(r) | {"run_id": r.run_id} for r in plan_runs(preset)]
     out = Path(output_dir)
-    config = {
-        "preset": preset.to_dict(),
-        "data_dir": str(data_dir) if data_dir else os.environ.get("STH_DATA_DIR"),
-        "device": device,
-        "device_setup": {"train": train_setup.to_dict(), "encode": encode_setup.to_dict()},
-        "model_path": model_path,
-        "model_fingerprint": _model_fingerprint(model_path),
-        "command": command,
-        "python": platform.python_version(),
-        "runs": [dataclasses.asdict(r) | {"run_id": r.run_id} for r in plan_runs(preset)],
-    }
     key = config["config_key"] = config_key(config)
     if overwrite:
         for sub in ("runs", "checkpoints", "models"):
@@ -284,7 +273,7 @@ def run_experiment(
             cka_by_layer = backbone.layer_cka(model)
         record = {"mode": spec.mode, "alpha": spec.alpha, "seed": spec.seed, "run_id": spec.run_id, **metrics,
                   "cka_by_layer": cka_by_layer, "train_seconds": seconds, "resumed_from": trained.resumed_from,
-                  "device": train_setup.describe(), "load_average": _load_average(),
+                  "device": train_setup.describe(), "load_average": load_average(),
                   "sampler": trained.sampler_config, "training_path": trained.training_path,
                   "loss_curve": trained.loss_curve, "config_key": key}
         model_dir = _model_dir(out, spec, preset)
@@ -355,7 +344,26 @@ def missing_runs(out: str | Path, config: dict[str, Any]) -> list[str]:
     return [r["run_id"] for r in config.get("runs", []) if not (Path(out) / "runs" / f"{r['run_id']}.json").is_file()]
 
 
-def _model_fingerprint(model_path: str | None) -> str | None:
+def experiment_config(preset: Preset, data_dir: str | Path | None, device: str | None, model_path: str | None,
+                      command: str | None) -> tuple[dict[str, Any], DeviceSetup, DeviceSetup]:
+    """``(config, train setup, encode setup)``: what every experiment's ``config.json`` records of its preset, data,
+    device and model (the caller adds its runs), and the device setups the preset's precisions give there."""
+    setup = select_device(device, prefer_bf16="auto" in (preset.bf16, preset.encode_dtype))
+    train_setup, encode_setup = setup.with_dtype(preset.bf16), setup.with_dtype(preset.encode_dtype)
+    config = {
+        "preset": preset.to_dict(),
+        "data_dir": str(data_dir) if data_dir else os.environ.get("STH_DATA_DIR"),
+        "device": device,
+        "device_setup": {"train": train_setup.to_dict(), "encode": encode_setup.to_dict()},
+        "model_path": model_path,
+        "model_fingerprint": model_folder_fingerprint(model_path),
+        "command": command,
+        "python": platform.python_version(),
+    }
+    return config, train_setup, encode_setup
+
+
+def model_folder_fingerprint(model_path: str | None) -> str | None:
     """The content fingerprint of a model folder (None for no path, or a Hub id)."""
     if not model_path or not Path(model_path).is_dir():
         return None
@@ -364,7 +372,7 @@ def _model_fingerprint(model_path: str | None) -> str | None:
     return model_fingerprint(model_path)
 
 
-def _load_average() -> list[float] | None:
+def load_average() -> list[float] | None:
     """The 1/5/15-minute load average when a run ends (its train_seconds are honest only on idle cores)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
