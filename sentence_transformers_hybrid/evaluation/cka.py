@@ -25,7 +25,6 @@ from .plots import plot_heatmap
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from sentence_transformers import SentenceTransformer
 
@@ -566,16 +565,7 @@ def plot_cka_heatmap(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
     path: str | os.PathLike[str] | None = None,
-    *,
-    ax: Axes | None = None,
-    title: str | None = None,
-    xlabel: str | None = None,
-    ylabel: str | None = None,
-    vmin: float = 0.0,
-    vmax: float = 1.0,
-    cmap: str = "magma",
-    annotate: bool | None = None,
-    origin: Literal["upper", "lower"] = "lower",
+    **options: Any,
 ) -> Figure:
     """Heatmap of any CKA matrix (layers x layers, languages x languages) with a colour bar labelled "CKA".
 
@@ -584,7 +574,8 @@ def plot_cka_heatmap(
     in Kornblith et al. / Nguyen et al.; use ``origin="upper"`` for language matrices. Uses the Agg canvas directly
     (no pyplot, no global backend change), so it works headless and in threads. Cells are annotated with their
     value when the matrix is at most 16x16 (or when ``annotate=True``). With ``path`` the figure is also saved
-    (format from the suffix).
+    (format from the suffix). ``options``: any keyword of ``plot_heatmap`` (``ax``, ``title``, ``xlabel``,
+    ``ylabel``, ``vmin``, ``vmax``, ``cmap``, ``annotate``, ``origin``, ...), over CKA's defaults.
 
     Example:
         >>> import numpy as np
@@ -592,5 +583,9 @@ def plot_cka_heatmap(
         >>> fig.axes[0].get_title()
         ''
     """
-    return plot_heatmap(matrix, row_labels, col_labels, path, ax=ax, title=title, xlabel=xlabel, ylabel=ylabel,
-                        vmin=vmin, vmax=vmax, cmap=cmap, annotate=annotate, origin=origin, colorbar_label="CKA")
+    return plot_heatmap(matrix, row_labels, col_labels, path, **{**CKA_HEATMAP_DEFAULTS, **options})
+
+
+#: what makes a heatmap a CKA heatmap (the rest is :func:`plot_heatmap`'s)
+CKA_HEATMAP_DEFAULTS: dict[str, Any] = {"vmin": 0.0, "vmax": 1.0, "cmap": "magma", "origin": "lower",
+                                        "colorbar_label": "CKA"}
