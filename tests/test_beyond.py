@@ -265,7 +265,9 @@ def test_consistency_loss_value_and_gradients_match_a_hand_written_reference(tmp
         if r is None:
             assert g is None or not g.any()
             continue
-        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6 if chunk_size is None else 1e-5)  # chunks: rounding
+        # float32 rounding of a sum's order (threads, chunks) moves an entry by a few 1e-6: the tolerance is
+        # scaled to the tensor's magnitude, far below what a missing or wrong term changes
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=max(1e-5, 1e-4 * float(r.abs().max())))
         checked += 1
     assert checked > 5
     # the term is there: without it the value and gradients differ
