@@ -103,6 +103,18 @@ def vocabulary() -> np.ndarray:
     return (digits + ord("a")).astype(np.uint8)
 
 
+def status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``RssAnon``, ``VmHWM``) in bytes; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class PeakAnon:
     """Peak ``RssAnon`` (bytes) of this process, sampled every 20 ms in a thread (Linux; 0 elsewhere)."""
 
@@ -113,14 +125,7 @@ class PeakAnon:
 
     @staticmethod
     def now() -> int:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+        return status_bytes("RssAnon") or 0
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -140,13 +145,9 @@ class PeakAnon:
 def max_rss_bytes() -> int:
     """This process's peak resident set (``VmHWM``). Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries that
     across ``exec`` from the forked parent, so every child would report at least the parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    hwm = status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the best there is
     return kb if sys.platform == "darwin" else kb * 1024
 
