@@ -13,6 +13,7 @@ one batch padded to the longest text of the column.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,12 @@ except ImportError:  # pragma: no cover - sentence-transformers 5.x embeds each 
     embed_columns = merge_feature_batches = None
 
 from ._compile import CompiledLayers, bucket_width
+from ._packed import pack_column, packed_attention_active, packing_problem, position_offset
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
 
 PAPER_TEMPERATURE = 0.05
 PAPER_SCALE = 1.0 / PAPER_TEMPERATURE
@@ -49,6 +53,7 @@ def hybrid_loss(
     gather_across_devices: bool = False,
     chunk_size: int | None = None,
     compile_encoder: bool = False,
+    pack_tokens: bool = False,
 ) -> MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss:
     """The paper's contrastive loss as a stock sentence-transformers loss object.
 
@@ -73,6 +78,11 @@ def hybrid_loss(
             chunks padded to a few fixed widths and row counts so that the graphs are reused (see
             :class:`LengthSortedMultipleNegativesRankingLoss`): the same loss and in-batch negatives, dropout at
             the same rate from inductor's generator. Without a working compiler: a warning and the uncompiled path.
+        pack_tokens: with ``chunk_size``, encode each column as one packed sequence of its real tokens (no padding
+            in the linear layers, layer norms and hidden dropout; attention still per chunk of ``chunk_size`` rows;
+            see :mod:`sentence_transformers_hybrid._packed`): the same loss, dropout at the same rate from other
+            draws. BERT-family models only; another model stays on the chunked path (its ``training_path`` says
+            why). Not combinable with ``compile_encoder``.
 
     Returns:
         ``MultipleNegativesRankingLoss`` (``LengthSortedMultipleNegativesRankingLoss`` with ``chunk_size``) or
@@ -111,6 +121,8 @@ def hybrid_loss(
         )
     if compile_encoder and chunk_size is None:
         raise ValueError("compile_encoder=True needs chunk_size (the compiled path encodes length-sorted chunks)")
+    if pack_tokens and chunk_size is None:
+        raise ValueError("pack_tokens=True needs chunk_size (the rows of a chunk attend together)")
     kwargs = dict(
         scale=float(scale),
         similarity_fct=cos_sim,
@@ -122,7 +134,7 @@ def hybrid_loss(
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **kwargs)
     if chunk_size is not None:
         return LengthSortedMultipleNegativesRankingLoss(model, chunk_size=chunk_size, compile_encoder=compile_encoder,
-                                                        **kwargs)
+                                                        pack_tokens=pack_tokens, **kwargs)
     return MultipleNegativesRankingLoss(model, **kwargs)
 
 
@@ -165,6 +177,14 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     float rounding; a new shape is a new compile, counted in :meth:`training_path`. Without a working compiler:
     one ``RuntimeWarning`` naming it, and the uncompiled path.
 
+    With ``pack_tokens`` each column is one packed sequence of its real tokens, longest row first, through the
+    model's own forward (positions per token, ``cu_seq_lens_q`` for ``Pooling``), and only attention is computed per
+    chunk of ``chunk_size`` rows (:mod:`sentence_transformers_hybrid._packed`): the linear layers, layer norms, GELU
+    and hidden dropout run on real tokens only, as one matrix per layer. Same loss and gradients up to float
+    rounding without dropout; with dropout the same rate from other draws. Models outside the BERT family, or
+    columns that are not right-padded, stay on the chunked path (``training_path()["packed"]`` is then ``False``
+    and ``pack_problem`` says why).
+
     ``embed_once=False`` calls sentence-transformers' own ``embed_columns`` (the anchor column alone, the candidate
     columns merged into one forward) with the chunked encoder in the model's place. ``embed_once=True`` cannot:
     ``embed_columns`` calls the model once per column (anchor, then the merged candidates), and each call would look
@@ -179,6 +199,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         embed_once: one word-embedding lookup per step for all columns and chunks (see above); ``False``: each
             chunk's forward looks up its own tokens.
         compile_encoder: run the encoder layers compiled, on bucketed chunk shapes (see above).
+        pack_tokens: encode each column packed, without padding outside attention (see above).
         **kwargs: the arguments of ``MultipleNegativesRankingLoss`` (``scale``, ``similarity_fct``, ``directions``,
             ``partition_mode``, ``gather_across_devices``, ``hardness_mode``, ``hardness_strength``).
 
@@ -217,19 +238,34 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     """
 
     def __init__(self, model: SentenceTransformer, chunk_size: int = 16, *, embed_once: bool = True,
-                 compile_encoder: bool = False, **kwargs: Any) -> None:
+                 compile_encoder: bool = False, pack_tokens: bool = False, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+        if compile_encoder and pack_tokens:
+            raise ValueError("compile_encoder=True and pack_tokens=True: the compiled path pads chunks to fixed shapes, "
+                             "the packed one removes the padding; give one of the two")
         self.chunk_size = chunk_size
         self.embed_once = bool(embed_once)
         self.compile_encoder = bool(compile_encoder)
+        self.pack_tokens = bool(pack_tokens)
+        self.pack_problem = packing_problem(model) if self.pack_tokens else None
+        if self.pack_problem:
+            logger.warning("pack_tokens=True but %s: the columns are encoded in padded chunks", self.pack_problem)
+        self._packed_columns = 0
         self._layers = CompiledLayers(model, enabled=self.compile_encoder, what=type(self).__name__)
 
     def training_path(self) -> dict[str, Any]:
-        """Which path the forward ran, for the run record: compiled or not (and why not), the graphs built."""
-        return {"loss": type(self).__name__, "chunk_size": self.chunk_size, "embed_once": self.embed_once,
+        """Which path the forward ran, for the run record: compiled or not (and why not), the graphs built, packed
+        or not (and why not)."""
+        path = {"loss": type(self).__name__, "chunk_size": self.chunk_size, "embed_once": self.embed_once,
                 **self._layers.describe()}
+        if self.pack_tokens:
+            path.update(packed=self.pack_problem is None and self._packed_columns > 0, pack_problem=self.pack_problem,
+                        packed_columns=self._packed_columns)
+            if path["packed"]:
+                path["path"] = "packed"
+        return path
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
@@ -292,6 +328,10 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         if mask is None or "cu_seq_lens_q" in features:
             return self.model(features)["sentence_embedding"]
         rows, width = mask.shape
+        if self.pack_tokens and self.pack_problem is None and isinstance(features.get("attention_mask"), Tensor):
+            active = mask.bool()
+            if bool(active[:, 0].all()) and bool((active[:, 1:] <= active[:, :-1]).all()):  # right padding only
+                return self._embed_packed(features, active.sum(dim=1))
         # the width each row needs: one past its last attended position (leading padding stays, as positions may
         # depend on it; with right padding this is the row's length)
         active = mask.bool()
@@ -323,6 +363,18 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     def _encode(self, chunk: dict[str, Any]) -> Tensor:
         return self.model(chunk)["sentence_embedding"]
 
+    def _embed_packed(self, features: dict[str, Any], lengths: Tensor) -> Tensor:
+        """The column as one packed sequence, longest row first (the chunked path's order, so its attention chunks
+        are the chunked path's chunks); embeddings returned in the batch's order."""
+        order = torch.sort(lengths, descending=True, stable=True).indices
+        packed, plan = pack_column(features, order, lengths, self.chunk_size, offset=position_offset(self.model))
+        with packed_attention_active(self.model, plan):
+            embedded = self.model(packed)["sentence_embedding"]
+        self._packed_columns += 1
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return embedded[inverse]
+
     @staticmethod
     def _take(features: dict[str, Any], index: Tensor | None, cut: int, rows: int, width: int) -> dict[str, Any]:
         """The rows ``index`` (all if None) of every per-row tensor, token axes cut to ``cut`` columns (or padded
@@ -343,7 +395,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once,
-                "compile_encoder": self.compile_encoder}
+                "compile_encoder": self.compile_encoder, "pack_tokens": self.pack_tokens}
 
 
 class _ChunkedEncoder:

@@ -188,19 +188,25 @@ def tiny_transformer_model(
     intermediate_size: int = 64,
     max_seq_length: int = 64,
     pooling_mode: str = "mean",
+    model_type: str = "bert",
 ):
     """A randomly initialised tiny BERT wrapped as ``Transformer`` + ``Pooling`` (a real ``SentenceTransformer``).
 
     The model and tokenizer are written to ``tmp_path/tiny-bert-<seed>`` and loaded back through the library's own
     ``Transformer`` module, so ``encode``, ``encode_query``, saving, training and ``output_hidden_states`` all
-    behave as with a Hub model.
+    behave as with a Hub model. ``model_type="xlm-roberta"``: the same sizes as an XLM-R (positions counted from
+    the padding id + 1), written to ``tmp_path/tiny-xlm-roberta-<seed>``.
     """
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
 
+    classes = {"bert": (BertConfig, BertModel), "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}
+    if model_type not in classes:
+        raise ValueError(f"model_type must be one of {sorted(classes)}, got {model_type!r}")
+    config_class, model_class = classes[model_type]
     Transformer, Pooling, _ = _st_modules()
-    out = Path(tmp_path) / f"tiny-bert-{seed}"
+    out = Path(tmp_path) / (f"tiny-bert-{seed}" if model_type == "bert" else f"tiny-{model_type}-{seed}")
     out.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(texts)
     hf_tok = PreTrainedTokenizerFast(
@@ -213,19 +219,21 @@ def tiny_transformer_model(
         model_max_length=max_seq_length,
     )
     hf_tok.save_pretrained(out)
-    config = BertConfig(
+    pad = tok.token_to_id("[PAD]")
+    config = config_class(
         vocab_size=tok.get_vocab_size(),
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,
         intermediate_size=intermediate_size,
-        max_position_embeddings=max(128, max_seq_length),
-        pad_token_id=tok.token_to_id("[PAD]"),
+        # XLM-R's positions start at pad + 1: room for max_seq_length of them past it
+        max_position_embeddings=max(128, max_seq_length) + (pad + 1 if model_type == "xlm-roberta" else 0),
+        pad_token_id=pad,
     )
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        BertModel(config).save_pretrained(out)
+        model_class(config).save_pretrained(out)
     finally:
         torch.random.set_rng_state(gen_state)
     transformer = Transformer(str(out), max_seq_length=max_seq_length)

@@ -48,6 +48,7 @@ class Preset:
     trim_vocabulary: bool = False  # e5: keep only the word pieces of the training + evaluation texts
     chunk_size: int | None = None  # MNRL: encode each side in length-sorted chunks of this many rows
     compile_encoder: bool = False  # with chunk_size: torch.compile the encoder layers (same loss; eager if no compiler)
+    pack_tokens: bool = False  # with chunk_size: each column one unpadded sequence, attention per chunk (same loss)
     attn_implementation: str | None = None  # e.g. "eager" (transformers' attention implementation)
     save_steps: int = 50  # checkpoint every this many steps (a killed run loses at most this many)
     max_seq_length: int = 128

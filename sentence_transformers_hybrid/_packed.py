@@ -1,0 +1,200 @@
+"""Packed (unpadded) encoding of a column for the training loss: the matrix products on real tokens only.
+
+The chunked loss (:class:`~sentence_transformers_hybrid.losses.LengthSortedMultipleNegativesRankingLoss`) cuts each
+length-sorted chunk of ``chunk_size`` rows to its longest row, but every row shorter than that still pays for its
+padding in every linear layer, every layer norm, GELU and hidden dropout; on LAReQA's batches that is ~22 % of the
+encoder's FLOPs (``benchmarks/bench_finetune.py`` prints it), and each matrix product has only ``chunk_size x
+width`` rows. With packing the whole column is one sequence of its real tokens (``(1, tokens, hidden)``, rows one
+after the other, longest first) through the model's own forward, as Hugging Face's variable-length
+(``DataCollatorWithFlattening``) batches are: positions and token types are given per token, and sentence-
+transformers' ``Pooling`` reduces each row's tokens through ``cu_seq_lens_q`` (its flattened path). Only attention
+needs the rows apart: :func:`packed_attention`, registered with ``transformers``' ``AttentionInterface`` as
+:data:`PACKED_ATTENTION`, gathers each chunk of ``chunk_size`` rows (the chunked loss's own chunks) into a padded
+``(rows, heads, width, head_dim)`` block, runs the eager attention (scores, additive key mask, softmax, dropout of
+the attention probabilities at the model's rate, weighted sum), and scatters the real positions back.
+
+So the same function is computed as by the chunked and the stock loss (equal up to float rounding without dropout;
+with dropout every position is dropped with the same probability, from a different draw of the random stream);
+the matrix products see one ``tokens x hidden`` operand per layer instead of one per chunk. What it supports:
+encoder-only models of the BERT family (``bert``, ``roberta``, ``xlm-roberta``: e5, MiniLM, XLM-R) with absolute
+positions; :func:`packing_problem` says why another model cannot be packed, and the loss then stays on the
+chunked path and says so in its :meth:`training_path`.
+
+Example::
+
+    >>> plan = PackingPlan.build(torch.tensor([3, 1, 2]), chunk_size=2)
+    >>> plan.cu_seq_lens.tolist(), [idx.shape for idx, _, _ in plan.chunks]
+    ([0, 3, 5, 6], [torch.Size([2, 3]), torch.Size([1, 1])])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["PACKED_ATTENTION", "PackingPlan", "pack_column", "packed_attention", "packing_problem",
+           "register_packed_attention"]
+
+#: the attention implementation's name in ``transformers``' ``AttentionInterface`` (set on the model's config only
+#: inside :func:`packed_attention_active`)
+PACKED_ATTENTION = "sth_packed_eager"
+
+#: model types whose attention goes through ``ALL_ATTENTION_FUNCTIONS`` with the forward's keyword arguments and
+#: whose embeddings take per-token ``position_ids`` (checked on the installed ``transformers`` by the tests)
+PACKABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+
+_PLAN: contextvars.ContextVar[PackingPlan | None] = contextvars.ContextVar("sth_packing_plan", default=None)
+
+
+@dataclass(frozen=True)
+class PackingPlan:
+    """How one column's rows lie in the packed sequence and which rows attend together.
+
+    ``lengths``: the rows' token counts in packed order (longest first); ``cu_seq_lens``: their cumulative offsets
+    (``[0, l0, l0 + l1, ...]``); ``chunks``: per attention chunk ``(index, valid, rows)``: ``index`` ``(rows,
+    width)`` the packed position of each (row, position), 0 where past the row's end; ``valid`` the same shape,
+    ``True`` at real positions.
+    """
+
+    lengths: Tensor
+    cu_seq_lens: Tensor
+    chunks: tuple[tuple[Tensor, Tensor, int], ...]
+
+    @classmethod
+    def build(cls, lengths: Tensor, chunk_size: int) -> PackingPlan:
+        lengths = lengths.to(torch.long)
+        cu = torch.zeros(len(lengths) + 1, dtype=torch.long, device=lengths.device)
+        cu[1:] = torch.cumsum(lengths, 0)
+        chunks = []
+        for begin in range(0, len(lengths), chunk_size):
+            part = lengths[begin : begin + chunk_size]
+            width = int(part.max())
+            positions = torch.arange(width, device=lengths.device)
+            valid = positions.unsqueeze(0) < part.unsqueeze(1)
+            index = torch.where(valid, cu[begin : begin + len(part)].unsqueeze(1) + positions, 0)
+            chunks.append((index, valid, len(part)))
+        return cls(lengths, cu, tuple(chunks))
+
+    @property
+    def tokens(self) -> int:
+        return int(self.cu_seq_lens[-1])
+
+
+def packing_problem(model: Any) -> str | None:
+    """Why the column encoder of ``model`` (a ``SentenceTransformer``) cannot run packed, or ``None`` when it can."""
+    try:
+        module = model[0]
+        auto = module.auto_model
+        config = auto.config
+    except (AttributeError, IndexError, KeyError, TypeError, NotImplementedError):
+        return "the model's first module is not a transformers model (sentence-transformers' Transformer)"
+    model_type = getattr(config, "model_type", None)
+    if model_type not in PACKABLE_MODEL_TYPES:
+        return f"model type {model_type!r} is not one of {', '.join(PACKABLE_MODEL_TYPES)}"
+    if getattr(config, "is_decoder", False):
+        return "a decoder configuration (causal attention)"
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return f"position_embedding_type {config.position_embedding_type!r} (only absolute positions are packed)"
+    for later in list(model)[1:]:
+        name = type(later).__name__
+        if name not in ("Pooling", "Normalize", "Dense"):
+            return f"module {name} after the transformer (only Pooling, Dense and Normalize read packed outputs)"
+        if name == "Pooling" and getattr(later, "pooling_mode", None) in ("weightedmean",):
+            return "weighted-mean pooling"
+    return None
+
+
+def register_packed_attention() -> None:
+    """Register :func:`packed_attention` as :data:`PACKED_ATTENTION` with ``transformers`` (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+def position_offset(model: Any) -> int:
+    """The position of a row's first token: 0 for BERT, ``padding_idx + 1`` for RoBERTa / XLM-R (the rule
+    sentence-transformers uses for flattened batches)."""
+    for module in model[0].auto_model.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None),
+                                                       torch.nn.Embedding):
+            return padding_idx + 1
+    return 0
+
+
+def pack_column(features: dict[str, Any], order: Tensor, lengths: Tensor, chunk_size: int,
+                offset: int = 0) -> tuple[dict[str, Any], PackingPlan]:
+    """The right-padded column ``features`` as one packed row: rows in ``order`` (their ``lengths``), every per-token
+    tensor (``input_ids`` / ``inputs_embeds``, ``token_type_ids``) cut to its real tokens, ``position_ids`` counted
+    from ``offset`` per row, and the variable-length keys (``cu_seq_lens_q`` / ``_k``, ``max_length_q`` / ``_k``)
+    that the model passes to its attention and ``Pooling`` reads. Other keys are kept as they are."""
+    mask = features["attention_mask"]
+    rows, width = mask.shape
+    plan = PackingPlan.build(lengths[order], chunk_size)
+    sorted_mask = mask[order].bool()
+    out: dict[str, Any] = {}
+    for key, value in features.items():
+        if key == "attention_mask":
+            continue
+        if isinstance(value, Tensor) and value.ndim >= 2 and value.shape[0] == rows and value.shape[1] == width:
+            value = value[order][sorted_mask].unsqueeze(0)
+        out[key] = value
+    positions = torch.arange(width, device=mask.device).expand(rows, width)
+    out["position_ids"] = (positions[sorted_mask] + offset).unsqueeze(0)
+    cu = plan.cu_seq_lens.to(torch.int32)
+    longest = int(plan.lengths.max())
+    out.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+    return out, plan
+
+
+@contextlib.contextmanager
+def packed_attention_active(model: Any, plan: PackingPlan) -> Iterator[None]:
+    """The model's attention is :func:`packed_attention` for ``plan`` inside this block, its own outside."""
+    register_packed_attention()
+    config = model[0].auto_model.config
+    before = config._attn_implementation
+    token = _PLAN.set(plan)
+    config._attn_implementation = PACKED_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+        _PLAN.reset(token)
+
+
+def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                     attention_mask: Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                     **kwargs: Any) -> tuple[Tensor, None]:
+    """Eager attention over a packed sequence, chunk by chunk of the active :class:`PackingPlan`.
+
+    ``query`` / ``key`` / ``value``: ``(1, heads, tokens, head_dim)``; returns ``((1, tokens, heads, head_dim),
+    None)``, the layout of ``transformers``' attention functions. Within a chunk every row attends to its own real
+    positions only (an additive mask of the dtype's lowest value on the others, as the eager path's padding mask),
+    the probabilities are dropped out with ``dropout`` in training, and padded query positions are discarded.
+    """
+    plan = _PLAN.get()
+    if plan is None:
+        raise RuntimeError(f"{PACKED_ATTENTION} attention was called outside packed_attention_active()")
+    if query.shape[0] != 1 or query.shape[2] != plan.tokens:
+        raise RuntimeError(f"{PACKED_ATTENTION}: expected one packed row of {plan.tokens} tokens, got query of shape "
+                           f"{tuple(query.shape)}")
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    low = torch.finfo(query.dtype).min
+    outputs = []
+    for index, valid, _ in plan.chunks:
+        qc, kc, vc = (t[index].transpose(1, 2) for t in (q, k, v))  # (rows, heads, width, head_dim)
+        scores = torch.matmul(qc, kc.transpose(2, 3)) * scaling
+        scores = scores.masked_fill(~valid[:, None, None, :], low)
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+        out = torch.matmul(probs, vc).transpose(1, 2)  # (rows, width, heads, head_dim)
+        outputs.append(out[valid])
+    return torch.cat(outputs, dim=0).unsqueeze(0), None
