@@ -17,6 +17,10 @@ at 1.0 (the trainer's default). One warm-up step, then ``--steps`` timed steps.
   (one synthetic chunk per width bucket, untimed; the compile time is printed); the graphs dynamo built and those
   built during the timed steps are printed, and a new graph in more than half of them is reported as a
   recompilation storm.
+* (p) the packed path (``pack_tokens=True``, off by default): (c0) with each column one unpadded sequence of its real
+  tokens through the model's linear layers, layer norms and dropout, attention per chunk of ``--chunk-size`` rows
+  (``sentence_transformers_hybrid._packed``). ``--profile`` prints a torch.profiler breakdown of one step of the
+  chunked and the packed path in ``--precision`` (what remains).
 
 It prints the CPU and its bf16 flags, the load average with every result, pairs/s, the ratios (c)/(a) and (b)/(a),
 the float32 and bf16 matmul rates measured in the same run and the limit they imply for the real (unpadded) token
@@ -28,6 +32,7 @@ breakdown of one bf16 step, uncompiled and compiled (what remains).
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6 --explore
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 3 --parts a,c0,c  # no bf16 CPU
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 4 --parts a,c0,p --precision fp32 --profile
 """
 
 from __future__ import annotations
@@ -262,7 +267,7 @@ def patched_dropout(fn):
 
 
 def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, fused=False, profile=None,
-             embed_once=True, dropout: bool | str = True, compile_encoder=False):
+             embed_once=True, dropout: bool | str = True, compile_encoder=False, pack_tokens=False):
     """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps)."""
     from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
 
@@ -274,7 +279,8 @@ def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, f
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
     patch = patched_dropout(bits_dropout) if dropout == "bits" else contextlib.nullcontext()
-    loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder)
+    loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder,
+                          pack_tokens=pack_tokens)
     if isinstance(loss_fn, LengthSortedMultipleNegativesRankingLoss):
         loss_fn.embed_once = embed_once
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, fused=fused or None)
@@ -306,7 +312,7 @@ def _steps(model, loss_fn, optimizer, batches, *, bf16, warmup, profile):
 
 
 def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, warmup, batch_size, seed,
-                 optim="adamw_torch_fused", compile_encoder=False, bf16=True):
+                 optim="adamw_torch_fused", compile_encoder=False, bf16=True, pack_tokens=False):
     """The stock trainer; returns (timed step seconds, details: autocast seen, same batches, setup seconds)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
@@ -350,7 +356,8 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
             batch_sampler=HybridBatchSampler.configure(corpus, mode="hybrid", alpha=0.5),
             prompts=dict(PROMPTS),
         )
-        loss = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder)
+        loss = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder,
+                           pack_tokens=pack_tokens)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(), loss=loss)
         clock = StepClock()
         trainer.add_callback(clock)
@@ -477,14 +484,15 @@ def bf16_gradient_error(path, batch, *, attn, chunk_size, max_seq_length):
     return out
 
 
-def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, compile_encoder=False, bf16=True):
+def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, compile_encoder=False, bf16=True,
+                 pack_tokens=False):
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU])
     # compiled: the warm-up steps build the graphs, the last step is profiled
     n = 4 if compile_encoder else 2
     times = raw_loop(path, batches[:n], bf16=bf16, attn=attn, chunk_size=chunk_size, max_seq_length=max_seq_length,
-                     warmup=n - 1, profile=prof, compile_encoder=compile_encoder)
+                     warmup=n - 1, profile=prof, compile_encoder=compile_encoder, pack_tokens=pack_tokens)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     groups = {
@@ -498,6 +506,9 @@ def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, com
         "layer norm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
         "dropout": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::mul"),
         "grad norm": ("aten::linalg_vector_norm", "aten::_foreach_norm"),
+        "gather / scatter / mask": ("aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_select",
+                                    "aten::masked_fill", "aten::masked_fill_", "aten::nonzero", "aten::index_add_",
+                                    "aten::embedding_dense_backward", "aten::index_add"),
     }
     shares = {g: sum(e.self_cpu_time_total for e in events if e.key in keys) / total for g, keys in groups.items()}
     ranges = {  # inclusive times of the ranges the profiler names
@@ -546,7 +557,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=16, help="chunk size of (c)")
     parser.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention of (c)")
     parser.add_argument("--data-dir", default=os.environ.get("STH_DATA_DIR"))
-    parser.add_argument("--parts", default="a,b,c0,c", help="which of a, b, c0, c to run")
+    parser.add_argument("--parts", default="a,b,c0,c,p", help="which of a, b, c0, c, p to run")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the parts: torch.profiler of one step (raw loop, --precision) chunked and packed")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
                         help="trainer precision of (c0) and (c): bf16 autocast (the protocol) or float32 (a CPU "
                              "without bf16 instructions, where the finetune preset trains in float32)")
@@ -629,16 +642,21 @@ def main() -> None:
                raw_loop(full_path, batches, bf16=True, attn="sdpa", chunk_size=None, **common))
     c = args.chunk_size
     bf16 = args.precision == "bf16"
-    for key in ("c0", "c"):
+    for key in ("c0", "c", "p"):
         if key not in parts:
             continue
         times, details = trainer_loop(trim_path, corpus, batches, attn=args.attn, chunk_size=c,
                                       batch_size=args.batch_size, seed=args.seed, compile_encoder=key == "c",
-                                      bf16=bf16, **common)
-        label = (f"(c0) committed path: SentenceTransformerTrainer bf16={bf16} + HybridBatchSampler + chunked MNRL "
-                 f"(chunk {c}), {args.attn}, trimmed vocabulary" if key == "c0" else
-                 f"(c) compiled path: (c0) + compile_encoder=True (torch.compile inductor, encoder layers, bucketed "
-                 "chunk shapes)")
+                                      bf16=bf16, pack_tokens=key == "p", **common)
+        label = {"c0": f"(c0) committed path: SentenceTransformerTrainer bf16={bf16} + HybridBatchSampler + chunked "
+                       f"MNRL (chunk {c}), {args.attn}, trimmed vocabulary",
+                 "c": "(c) compiled path: (c0) + compile_encoder=True (torch.compile inductor, encoder layers, "
+                      "bucketed chunk shapes)",
+                 "p": "(p) packed path: (c0) + pack_tokens=True (each column one unpadded sequence; attention per "
+                      "chunk)"}[key]
+        if key == "p":
+            path = details["path"] or {}
+            label += f" [packed: {path.get('packed')}{'; ' + path['pack_problem'] if path.get('pack_problem') else ''}]"
         extra = (f"; autocast on, its dtype: {details['autocast']}; same batches as (a)/(b): "
                  f"{details['same batches']}; setup (load + trainer init) {details['setup s']:.1f} s")
         if key == "c":
@@ -667,13 +685,26 @@ def main() -> None:
         print(f"(c0) with the allocator env above: {results['c+malloc']:.2f} pairs/s ({load()})", flush=True)
     if "a" in results:
         print("ratios: " + ", ".join(f"({k})/(a) = {results[k] / results['a']:.2f}x"
-                                     for k in ("c", "c0", "c+malloc", "b") if k in results))
+                                     for k in ("p", "c", "c0", "c+malloc", "b") if k in results))
     if "c" in results and "c0" in results:
         print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
+    if "p" in results and "c0" in results:
+        print(f"(p)/(c0) = {results['p'] / results['c0']:.2f}x (the packed path against the committed one)")
     limit = args.batch_size / (flops["real"] / (rates[f"{limit_name} mean"] * 1e9))
     print(f"{limit_name} matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic "
           f"mean {rates[f'{limit_name} mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
           + ", ".join(f"({k}) reaches {v / limit:.0%} of it" for k, v in results.items() if " " not in k))
+
+    if args.profile:
+        for packed in (False, True):
+            step, shares, rows, total = profile_step(trim_path, batches, attn=args.attn, chunk_size=c,
+                                                     max_seq_length=args.max_seq_length, bf16=bf16, pack_tokens=packed)
+            name = "packed" if packed else "chunked"
+            print(f"\n-- profile: one {args.precision} step, raw loop, chunks of {c}, {args.attn}, trimmed, {name}: "
+                  f"step {step:.2f} s (profiled; self CPU total {total:.2f} s): "
+                  + ", ".join(f"{g} {s:.0%}" for g, s in shares.items() if s >= 0.005) + f" ({load()})", flush=True)
+            for key, sec, count in rows:
+                print(f"    {key:60s} {sec:7.3f} s  x{count}")
 
     if args.explore:
         print("\n-- explore: raw loops on the trimmed model (same batches; torch.optim.AdamW defaults, i.e. its "
