@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - sentence-transformers 5.x embeds each 
     embed_columns = merge_feature_batches = None
 
 from ._compile import CompiledLayers, bucket_width
+from ._dropout import fast_dropout_active
 from ._packed import pack_column, packed_attention_active, packing_problem, position_offset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +55,7 @@ def hybrid_loss(
     chunk_size: int | None = None,
     compile_encoder: bool = False,
     pack_tokens: bool = False,
+    fast_dropout: bool = False,
 ) -> MultipleNegativesRankingLoss | CachedMultipleNegativesRankingLoss:
     """The paper's contrastive loss as a stock sentence-transformers loss object.
 
@@ -83,6 +85,9 @@ def hybrid_loss(
             see :mod:`sentence_transformers_hybrid._packed`): the same loss, dropout at the same rate from other
             draws. BERT-family models only; another model stays on the chunked path (its ``training_path`` says
             why). Not combinable with ``compile_encoder``.
+        fast_dropout: with ``chunk_size``, draw the dropout masks inside the loss's forward from 64-bit random
+            integers (:mod:`sentence_transformers_hybrid._dropout`): the same rate (up to ``2**-33``), a cheaper
+            mask, another random stream.
 
     Returns:
         ``MultipleNegativesRankingLoss`` (``LengthSortedMultipleNegativesRankingLoss`` with ``chunk_size``) or
@@ -123,6 +128,8 @@ def hybrid_loss(
         raise ValueError("compile_encoder=True needs chunk_size (the compiled path encodes length-sorted chunks)")
     if pack_tokens and chunk_size is None:
         raise ValueError("pack_tokens=True needs chunk_size (the rows of a chunk attend together)")
+    if fast_dropout and chunk_size is None:
+        raise ValueError("fast_dropout=True needs chunk_size (it is an option of the chunked loss)")
     kwargs = dict(
         scale=float(scale),
         similarity_fct=cos_sim,
@@ -134,7 +141,7 @@ def hybrid_loss(
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size, **kwargs)
     if chunk_size is not None:
         return LengthSortedMultipleNegativesRankingLoss(model, chunk_size=chunk_size, compile_encoder=compile_encoder,
-                                                        pack_tokens=pack_tokens, **kwargs)
+                                                        pack_tokens=pack_tokens, fast_dropout=fast_dropout, **kwargs)
     return MultipleNegativesRankingLoss(model, **kwargs)
 
 
@@ -200,6 +207,8 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
             chunk's forward looks up its own tokens.
         compile_encoder: run the encoder layers compiled, on bucketed chunk shapes (see above).
         pack_tokens: encode each column packed, without padding outside attention (see above).
+        fast_dropout: dropout masks from 64-bit random draws inside the forward (same rate, cheaper; see
+            :mod:`sentence_transformers_hybrid._dropout`).
         **kwargs: the arguments of ``MultipleNegativesRankingLoss`` (``scale``, ``similarity_fct``, ``directions``,
             ``partition_mode``, ``gather_across_devices``, ``hardness_mode``, ``hardness_strength``).
 
@@ -238,7 +247,8 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
     """
 
     def __init__(self, model: SentenceTransformer, chunk_size: int = 16, *, embed_once: bool = True,
-                 compile_encoder: bool = False, pack_tokens: bool = False, **kwargs: Any) -> None:
+                 compile_encoder: bool = False, pack_tokens: bool = False, fast_dropout: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
@@ -249,6 +259,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         self.embed_once = bool(embed_once)
         self.compile_encoder = bool(compile_encoder)
         self.pack_tokens = bool(pack_tokens)
+        self.fast_dropout = bool(fast_dropout)
         self.pack_problem = packing_problem(model) if self.pack_tokens else None
         if self.pack_problem:
             logger.warning("pack_tokens=True but %s: the columns are encoded in padded chunks", self.pack_problem)
@@ -265,9 +276,15 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                         packed_columns=self._packed_columns)
             if path["packed"]:
                 path["path"] = "packed"
+        if self.fast_dropout:
+            path["dropout"] = "bits (64-bit draws)"
         return path
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        with fast_dropout_active(self.fast_dropout):
+            return self._forward(sentence_features, labels)
+
+    def _forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
         if not features:
             raise ValueError("Expected at least 2 embeddings, got 0")
@@ -395,7 +412,8 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once,
-                "compile_encoder": self.compile_encoder, "pack_tokens": self.pack_tokens}
+                "compile_encoder": self.compile_encoder, "pack_tokens": self.pack_tokens,
+                "fast_dropout": self.fast_dropout}
 
 
 class _ChunkedEncoder:
@@ -474,6 +492,10 @@ class ParallelConsistencyLoss(torch.nn.Module):
         return embed(features) if callable(embed) else self.model(features)["sentence_embedding"]
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        with fast_dropout_active(self.fast_dropout):
+            return self._forward(sentence_features, labels)
+
+    def _forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
         if len(features) < 3:
             raise ValueError(f"ParallelConsistencyLoss needs the columns (query, passage, ..., query_parallel), got "

@@ -49,6 +49,7 @@ class Preset:
     chunk_size: int | None = None  # MNRL: encode each side in length-sorted chunks of this many rows
     compile_encoder: bool = False  # with chunk_size: torch.compile the encoder layers (same loss; eager if no compiler)
     pack_tokens: bool = False  # with chunk_size: each column one unpadded sequence, attention per chunk (same loss)
+    fast_dropout: bool = False  # with chunk_size: dropout masks from 64-bit random draws (same rate, other stream)
     attn_implementation: str | None = None  # e.g. "eager" (transformers' attention implementation)
     save_steps: int = 50  # checkpoint every this many steps (a killed run loses at most this many)
     max_seq_length: int = 128

@@ -119,9 +119,9 @@ def evaluator_pairs(evaluator) -> list[dict[str, Any]]:
 #: resumed with other values (runs are added; records of runs no longer planned stay on disk, out of the summary).
 RUN_SET_FIELDS: tuple[str, ...] = ("modes", "seeds", "alpha_sweep", "sweep_seeds")
 #: Preset fields that change no result (text, and what the preset asks of the machine). ``compile_encoder`` runs the
-#: same loss through compiled layers, ``pack_tokens`` on unpadded columns (float rounding and dropout's random stream
-#: differ); each record's ``training_path`` says which path ran.
-_UNCOMPARED_FIELDS: tuple[str, ...] = ("description", "needs_cuda", "compile_encoder", "pack_tokens")
+#: same loss through compiled layers, ``pack_tokens`` on unpadded columns, ``fast_dropout`` with masks from other
+#: random draws (float rounding and dropout's random stream differ); each record's ``training_path`` says which ran.
+_UNCOMPARED_FIELDS: tuple[str, ...] = ("description", "needs_cuda", "compile_encoder", "pack_tokens", "fast_dropout")
 
 
 class ExperimentConfigError(ValueError):

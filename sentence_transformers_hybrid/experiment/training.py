@@ -230,7 +230,7 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
     if consistency_weight and prompts.get("query"):  # the translation is a question: the query prompt
         args.prompts = {**(args.prompts or {}), "query_parallel": prompts["query"]}
     loss_kwargs = ({"chunk_size": preset.chunk_size, "compile_encoder": bool(preset.compile_encoder),
-                    "pack_tokens": bool(preset.pack_tokens)}
+                    "pack_tokens": bool(preset.pack_tokens), "fast_dropout": bool(preset.fast_dropout)}
                    if preset.chunk_size else {})
     loss = hybrid_loss(model, scale=preset.scale, **loss_kwargs)
     train_dataset = corpus.to_dataset()
