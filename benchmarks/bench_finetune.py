@@ -21,6 +21,8 @@ at 1.0 (the trainer's default). One warm-up step, then ``--steps`` timed steps.
   tokens through the model's linear layers, layer norms and dropout, attention per chunk of ``--chunk-size`` rows
   (``sentence_transformers_hybrid._packed``). ``--profile`` prints a torch.profiler breakdown of one step of the
   chunked and the packed path in ``--precision`` (what remains).
+* (pf) (p) with ``fast_dropout=True``: the dropout masks drawn from 64-bit random integers
+  (``sentence_transformers_hybrid._dropout``; same rate, another random stream).
 
 It prints the CPU and its bf16 flags, the load average with every result, pairs/s, the ratios (c)/(a) and (b)/(a),
 the float32 and bf16 matmul rates measured in the same run and the limit they imply for the real (unpadded) token
@@ -32,7 +34,7 @@ breakdown of one bf16 step, uncompiled and compiled (what remains).
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6 --explore
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 3 --parts a,c0,c  # no bf16 CPU
-    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 4 --parts a,c0,p --precision fp32 --profile
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 4 --parts a,c0,p,pf --precision fp32 --profile
 """
 
 from __future__ import annotations
@@ -267,7 +269,8 @@ def patched_dropout(fn):
 
 
 def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, fused=False, profile=None,
-             embed_once=True, dropout: bool | str = True, compile_encoder=False, pack_tokens=False):
+             embed_once=True, dropout: bool | str = True, compile_encoder=False, pack_tokens=False,
+             fast_dropout=False):
     """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps)."""
     from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
 
@@ -280,7 +283,7 @@ def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, f
                 module.p = 0.0
     patch = patched_dropout(bits_dropout) if dropout == "bits" else contextlib.nullcontext()
     loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder,
-                          pack_tokens=pack_tokens)
+                          pack_tokens=pack_tokens, fast_dropout=fast_dropout)
     if isinstance(loss_fn, LengthSortedMultipleNegativesRankingLoss):
         loss_fn.embed_once = embed_once
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, fused=fused or None)
@@ -312,7 +315,7 @@ def _steps(model, loss_fn, optimizer, batches, *, bf16, warmup, profile):
 
 
 def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, warmup, batch_size, seed,
-                 optim="adamw_torch_fused", compile_encoder=False, bf16=True, pack_tokens=False):
+                 optim="adamw_torch_fused", compile_encoder=False, bf16=True, pack_tokens=False, fast_dropout=False):
     """The stock trainer; returns (timed step seconds, details: autocast seen, same batches, setup seconds)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
@@ -357,7 +360,7 @@ def trainer_loop(path, corpus, batches, *, attn, chunk_size, max_seq_length, war
             prompts=dict(PROMPTS),
         )
         loss = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder,
-                           pack_tokens=pack_tokens)
+                           pack_tokens=pack_tokens, fast_dropout=fast_dropout)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=corpus.to_dataset(), loss=loss)
         clock = StepClock()
         trainer.add_callback(clock)
@@ -485,14 +488,15 @@ def bf16_gradient_error(path, batch, *, attn, chunk_size, max_seq_length):
 
 
 def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, compile_encoder=False, bf16=True,
-                 pack_tokens=False):
+                 pack_tokens=False, fast_dropout=False):
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU])
     # compiled: the warm-up steps build the graphs, the last step is profiled
     n = 4 if compile_encoder else 2
     times = raw_loop(path, batches[:n], bf16=bf16, attn=attn, chunk_size=chunk_size, max_seq_length=max_seq_length,
-                     warmup=n - 1, profile=prof, compile_encoder=compile_encoder, pack_tokens=pack_tokens)
+                     warmup=n - 1, profile=prof, compile_encoder=compile_encoder, pack_tokens=pack_tokens,
+                     fast_dropout=fast_dropout)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     groups = {
@@ -504,7 +508,8 @@ def profile_step(path, batches, *, attn, chunk_size, max_seq_length, top=18, com
         "casts / copies": ("aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous"),
         "gelu": ("aten::gelu", "aten::gelu_backward"),
         "layer norm": ("aten::native_layer_norm", "aten::native_layer_norm_backward"),
-        "dropout": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::mul"),
+        "dropout": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_", "aten::mul",
+                    "aten::random_"),
         "grad norm": ("aten::linalg_vector_norm", "aten::_foreach_norm"),
         "gather / scatter / mask": ("aten::index", "aten::index_put_", "aten::_index_put_impl_", "aten::index_select",
                                     "aten::masked_fill", "aten::masked_fill_", "aten::nonzero", "aten::index_add_",
@@ -557,9 +562,10 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=16, help="chunk size of (c)")
     parser.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention of (c)")
     parser.add_argument("--data-dir", default=os.environ.get("STH_DATA_DIR"))
-    parser.add_argument("--parts", default="a,b,c0,c,p", help="which of a, b, c0, c, p to run")
+    parser.add_argument("--parts", default="a,b,c0,c,p,pf", help="which of a, b, c0, c, p, pf to run")
     parser.add_argument("--profile", action="store_true",
-                        help="after the parts: torch.profiler of one step (raw loop, --precision) chunked and packed")
+                        help="after the parts: torch.profiler of one step (raw loop, --precision) chunked, and packed with "
+                        "fast dropout")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
                         help="trainer precision of (c0) and (c): bf16 autocast (the protocol) or float32 (a CPU "
                              "without bf16 instructions, where the finetune preset trains in float32)")
@@ -642,19 +648,20 @@ def main() -> None:
                raw_loop(full_path, batches, bf16=True, attn="sdpa", chunk_size=None, **common))
     c = args.chunk_size
     bf16 = args.precision == "bf16"
-    for key in ("c0", "c", "p"):
+    for key in ("c0", "c", "p", "pf"):
         if key not in parts:
             continue
         times, details = trainer_loop(trim_path, corpus, batches, attn=args.attn, chunk_size=c,
                                       batch_size=args.batch_size, seed=args.seed, compile_encoder=key == "c",
-                                      bf16=bf16, pack_tokens=key == "p", **common)
+                                      bf16=bf16, pack_tokens=key in ("p", "pf"), fast_dropout=key == "pf", **common)
         label = {"c0": f"(c0) committed path: SentenceTransformerTrainer bf16={bf16} + HybridBatchSampler + chunked "
                        f"MNRL (chunk {c}), {args.attn}, trimmed vocabulary",
                  "c": "(c) compiled path: (c0) + compile_encoder=True (torch.compile inductor, encoder layers, "
                       "bucketed chunk shapes)",
                  "p": "(p) packed path: (c0) + pack_tokens=True (each column one unpadded sequence; attention per "
-                      "chunk)"}[key]
-        if key == "p":
+                      "chunk)",
+                 "pf": "(pf) packed path + fast_dropout=True (dropout masks from 64-bit random draws)"}[key]
+        if key in ("p", "pf"):
             path = details["path"] or {}
             label += f" [packed: {path.get('packed')}{'; ' + path['pack_problem'] if path.get('pack_problem') else ''}]"
         extra = (f"; autocast on, its dtype: {details['autocast']}; same batches as (a)/(b): "
@@ -685,11 +692,12 @@ def main() -> None:
         print(f"(c0) with the allocator env above: {results['c+malloc']:.2f} pairs/s ({load()})", flush=True)
     if "a" in results:
         print("ratios: " + ", ".join(f"({k})/(a) = {results[k] / results['a']:.2f}x"
-                                     for k in ("p", "c", "c0", "c+malloc", "b") if k in results))
+                                     for k in ("pf", "p", "c", "c0", "c+malloc", "b") if k in results))
     if "c" in results and "c0" in results:
         print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
-    if "p" in results and "c0" in results:
-        print(f"(p)/(c0) = {results['p'] / results['c0']:.2f}x (the packed path against the committed one)")
+    for k, what in (("p", "the packed path"), ("pf", "packed + fast dropout")):
+        if k in results and "c0" in results:
+            print(f"({k})/(c0) = {results[k] / results['c0']:.2f}x ({what} against the committed path)")
     limit = args.batch_size / (flops["real"] / (rates[f"{limit_name} mean"] * 1e9))
     print(f"{limit_name} matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic "
           f"mean {rates[f'{limit_name} mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "
@@ -698,8 +706,9 @@ def main() -> None:
     if args.profile:
         for packed in (False, True):
             step, shares, rows, total = profile_step(trim_path, batches, attn=args.attn, chunk_size=c,
-                                                     max_seq_length=args.max_seq_length, bf16=bf16, pack_tokens=packed)
-            name = "packed" if packed else "chunked"
+                                                     max_seq_length=args.max_seq_length, bf16=bf16, pack_tokens=packed,
+                                                     fast_dropout=packed)
+            name = "packed + fast dropout" if packed else "chunked"
             print(f"\n-- profile: one {args.precision} step, raw loop, chunks of {c}, {args.attn}, trimmed, {name}: "
                   f"step {step:.2f} s (profiled; self CPU total {total:.2f} s): "
                   + ", ".join(f"{g} {s:.0%}" for g, s in shares.items() if s >= 0.005) + f" ({load()})", flush=True)
