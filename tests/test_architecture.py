@@ -13,7 +13,7 @@ PKG = "sentence_transformers_hybrid"
 
 # layer of each top-level module / subpackage: a module may import only its own layer's modules or lower layers
 LAYERS = {
-    "_utils": 0, "_compile": 0, "metrics": 0,
+    "_utils": 0, "_compile": 0, "_packed": 0, "_dropout": 0, "metrics": 0,
     "data": 1,
     "sampling": 2, "losses": 2, "models": 2, "translate": 2, "index": 2,
     "evaluation": 3,
