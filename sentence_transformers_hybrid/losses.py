@@ -492,7 +492,8 @@ class ParallelConsistencyLoss(torch.nn.Module):
         return embed(features) if callable(embed) else self.model(features)["sentence_embedding"]
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        with fast_dropout_active(self.fast_dropout):
+        # the translation's column is encoded here, outside the base loss's forward: with its dropout masks
+        with fast_dropout_active(bool(getattr(self.base_loss, "fast_dropout", False))):
             return self._forward(sentence_features, labels)
 
     def _forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:

@@ -406,6 +406,9 @@ def test_dev_phase_writes_selection_json_with_the_issue_schema(beyond_dev):
     records = {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("dev-*.json")}
     assert all(r["phase"] == "dev" and r["seed"] == 0 for r in records.values()) and len(records) == 5
     assert records["dev-consistency-b0.5-s0"]["consistency_weight"] == 0.5
+    # a trained record says which training path ran and keeps the loss curve, as the finetune records do
+    trained = records["dev-consistency-b0.5-s0"]
+    assert "training_path" in trained and sorted(map(int, trained["loss_curve"])) == [1, 2]
     assert records["dev-merge-mono-l0.5-s0"]["train_seconds"] == 0.0
     assert not (out / "runs" / "pretrained.json").exists()
     assert summary["partial"] and "PARTIAL" in (out / "results.md").read_text()

@@ -396,7 +396,8 @@ def _train_record(run: BeyondRun, corpus, backbone, ctx: dict[str, Any]):
     model.eval()
     return model, {"mode": spec.mode, "alpha": spec.alpha, "train_seconds": trained.seconds,
                    "resumed_from": trained.resumed_from, "sampler": trained.sampler_config,
-                   "consistency_weight": c.consistency_weight, "max_steps": preset.max_steps}
+                   "consistency_weight": c.consistency_weight, "max_steps": preset.max_steps,
+                   "training_path": trained.training_path, "loss_curve": trained.loss_curve}
 
 
 def _merge_record(run: BeyondRun, ctx: dict[str, Any]):
