@@ -568,3 +568,13 @@ def test_the_constant_mono_steps_control_trains_longer_with_the_same_alpha(monke
     assert seen[0][0].mode == "hybrid" and seen[0][0].alpha == 0.5 and seen[0][1] == 600 and fields["max_steps"] == 600
     beyond_module._train_record(BeyondRun("dev", BASELINE_CANDIDATES[2], 0), None, Backbone(), ctx)
     assert seen[1][1] == PRESETS["beyond"].max_steps == 300
+
+
+def test_the_console_summary_does_not_claim_a_selection_file_it_did_not_write(tmp_path):
+    from sentence_transformers_hybrid.experiment.beyond_report import summary_text
+
+    summary = {"chosen": None, "claims": [], "partial": True, "missing": ["dev-hybrid-s0"]}
+    text = summary_text(summary, tmp_path)
+    assert "no selection.json yet" in text and "PARTIAL: 1 run(s) missing: dev-hybrid-s0" in text
+    (tmp_path / "selection.json").write_text("{}")
+    assert f"read {tmp_path / 'selection.json'}" in summary_text(summary, tmp_path)

@@ -216,5 +216,8 @@ def summary_text(summary: Mapping[str, Any], output_dir: str | Path) -> str:
                      f"(threshold {v['threshold']:.3f}): {'non-inferior' if v['holds'] else 'inferior'}")
     if summary.get("partial"):
         lines.append(f"PARTIAL: {len(summary.get('missing') or [])} run(s) missing: {', '.join(summary['missing'])}")
-    lines.append(f"written: {out / 'selection.json'}, {out / 'runs.json'}, {out / 'results.md'}")
+    # selection.json is the protocol's own (written once, when the dev phase ends), not the report's
+    selection = (f"read {out / 'selection.json'}" if (out / "selection.json").is_file()
+                 else "no selection.json yet (written once, when the dev phase ends)")
+    lines.append(f"written: {out / 'runs.json'}, {out / 'results.md'}; {selection}")
     return "\n".join(lines)
