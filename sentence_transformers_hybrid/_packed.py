@@ -22,7 +22,7 @@ chunked path and says so in its :meth:`training_path`.
 
 Example::
 
-    >>> plan = PackingPlan.build(torch.tensor([3, 1, 2]), chunk_size=2)
+    >>> plan = PackingPlan.build(torch.tensor([3, 2, 1]), chunk_size=2)  # lengths in packed order, longest first
     >>> plan.cu_seq_lens.tolist(), [idx.shape for idx, _, _ in plan.chunks]
     ([0, 3, 5, 6], [torch.Size([2, 3]), torch.Size([1, 1])])
 """
