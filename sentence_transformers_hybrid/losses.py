@@ -263,6 +263,8 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         self.pack_problem = packing_problem(model) if self.pack_tokens else None
         if self.pack_problem:
             logger.warning("pack_tokens=True but %s: the columns are encoded in padded chunks", self.pack_problem)
+        # the packed rows' first position (a walk over the model's modules: once, not per column); None: not packed
+        self._position_offset = position_offset(model) if self.pack_tokens and not self.pack_problem else None
         self._packed_columns = 0
         self._layers = CompiledLayers(model, enabled=self.compile_encoder, what=type(self).__name__)
 
@@ -325,8 +327,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                 return columns
             if "inputs_embeds" in column or "cu_seq_lens_q" in column:
                 return columns
-            active = mask.bool()
-            if not (active[:, 0].all() and (active[:, 1:] <= active[:, :-1]).all()):  # right padding only
+            if not _right_padded(mask.bool()):
                 return columns
         flat = lookup(torch.cat([column["input_ids"].reshape(-1) for column in columns]))
         out = []
@@ -345,13 +346,11 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         if mask is None or "cu_seq_lens_q" in features:
             return self.model(features)["sentence_embedding"]
         rows, width = mask.shape
-        if self.pack_tokens and self.pack_problem is None and isinstance(features.get("attention_mask"), Tensor):
-            active = mask.bool()
-            if bool(active[:, 0].all()) and bool((active[:, 1:] <= active[:, :-1]).all()):  # right padding only
-                return self._embed_packed(features, active.sum(dim=1))
+        active = mask.bool()
+        if self._position_offset is not None and mask is features.get("attention_mask") and _right_padded(active):
+            return self._embed_packed(features, active.sum(dim=1))
         # the width each row needs: one past its last attended position (leading padding stays, as positions may
         # depend on it; with right padding this is the row's length)
-        active = mask.bool()
         needed = torch.where(active, torch.arange(1, width + 1, device=mask.device), 0).amax(dim=1)
         compiled = self._layers.compiled
         if rows <= self.chunk_size and not compiled:
@@ -373,9 +372,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                 compiled = self._layers.compiled  # False from here on when that compile failed
             else:
                 chunks.append(self._encode(chunk))
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(rows, device=order.device)
-        return torch.cat(chunks, dim=0)[inverse]
+        return torch.cat(chunks, dim=0)[_inverse(order)]
 
     def _encode(self, chunk: dict[str, Any]) -> Tensor:
         return self.model(chunk)["sentence_embedding"]
@@ -384,13 +381,11 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         """The column as one packed sequence, longest row first (the chunked path's order, so its attention chunks
         are the chunked path's chunks); embeddings returned in the batch's order."""
         order = torch.sort(lengths, descending=True, stable=True).indices
-        packed, plan = pack_column(features, order, lengths, self.chunk_size, offset=position_offset(self.model))
+        packed, plan = pack_column(features, order, lengths, self.chunk_size, offset=self._position_offset)
         with packed_attention_active(self.model, plan):
             embedded = self.model(packed)["sentence_embedding"]
         self._packed_columns += 1
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order), device=order.device)
-        return embedded[inverse]
+        return embedded[_inverse(order)]
 
     @staticmethod
     def _take(features: dict[str, Any], index: Tensor | None, cut: int, rows: int, width: int) -> dict[str, Any]:
@@ -414,6 +409,18 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         return {**super().get_config_dict(), "chunk_size": self.chunk_size, "embed_once": self.embed_once,
                 "compile_encoder": self.compile_encoder, "pack_tokens": self.pack_tokens,
                 "fast_dropout": self.fast_dropout}
+
+
+def _right_padded(active: Tensor) -> bool:
+    """Whether every row of the boolean attention mask ``active`` starts attended and never attends after a gap."""
+    return bool(active[:, 0].all()) and bool((active[:, 1:] <= active[:, :-1]).all())
+
+
+def _inverse(order: Tensor) -> Tensor:
+    """The permutation that puts rows taken in ``order`` back in their original places."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    return inverse
 
 
 class _ChunkedEncoder:
