@@ -238,40 +238,11 @@ def token_stats(model, batches, chunk_sizes):
 
 
 # ------------------------------------------------------------------------------------------------------------ loops
-def bits_dropout(input: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
-    """Dropout from 16-bit slices of 64-bit random draws (keep probability quantised to 1/65536).
-
-    ``aten::bernoulli_`` fills a tensor one element at a time on this CPU (about 6 ns per element, the second
-    thread idle; dropout on hidden states and attention weights is ~20% of a bf16 step). One 64-bit draw gives four
-    16-bit uniforms; same distribution up to the quantisation of ``p`` (0.1 -> 0.100006).
-    """
-    if not training or p == 0.0:
-        return input
-    if p >= 1.0:
-        return input * 0.0
-    n = input.numel()
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1).view(torch.int16)[:n]
-    keep = bits.view(input.shape) >= int(round(p * 65536)) - 32768
-    return input * keep.to(input.dtype).mul_(1.0 / (1.0 - p))
-
-
-@contextlib.contextmanager
-def patched_dropout(fn):
-    """``torch.nn.functional.dropout`` (used by ``nn.Dropout`` and by eager attention) replaced by ``fn``."""
-    import torch.nn.functional as F
-
-    original = F.dropout
-    F.dropout = fn
-    try:
-        yield
-    finally:
-        F.dropout = original
-
-
 def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, fused=False, profile=None,
              embed_once=True, dropout: bool | str = True, compile_encoder=False, pack_tokens=False,
              fast_dropout=False):
-    """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps)."""
+    """A plain torch training loop; returns the timed steps' seconds (after ``warmup`` steps). ``dropout="bits"``:
+    the loss's ``fast_dropout`` (masks from 64-bit random draws, ``sentence_transformers_hybrid._dropout``)."""
     from sentence_transformers_hybrid.losses import LengthSortedMultipleNegativesRankingLoss, hybrid_loss
 
     torch.manual_seed(0)
@@ -281,15 +252,12 @@ def raw_loop(path, batches, *, bf16, attn, chunk_size, max_seq_length, warmup, f
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-    patch = patched_dropout(bits_dropout) if dropout == "bits" else contextlib.nullcontext()
     loss_fn = hybrid_loss(model, scale=SCALE, chunk_size=chunk_size, compile_encoder=compile_encoder,
-                          pack_tokens=pack_tokens, fast_dropout=fast_dropout)
+                          pack_tokens=pack_tokens, fast_dropout=fast_dropout or dropout == "bits")
     if isinstance(loss_fn, LengthSortedMultipleNegativesRankingLoss):
         loss_fn.embed_once = embed_once
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WD, fused=fused or None)
-    times = []
-    with patch:
-        times = _steps(model, loss_fn, optimizer, batches, bf16=bf16, warmup=warmup, profile=profile)
+    times = _steps(model, loss_fn, optimizer, batches, bf16=bf16, warmup=warmup, profile=profile)
     del model, optimizer
     return times
 
@@ -736,7 +704,7 @@ def main() -> None:
                raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, dropout=False,
                         **common))
         report("bits-dropout", f"raw bf16, chunks of {c}, {args.attn}, trimmed, fused AdamW, dropout from 64-bit random "
-                               "draws (bits_dropout)",
+                               "draws (fast_dropout)",
                raw_loop(trim_path, batches, bf16=True, attn=args.attn, chunk_size=c, fused=True, dropout="bits",
                         **common))
         torch.set_num_threads(1)
