@@ -35,6 +35,7 @@ breakdown of one bf16 step, uncompiled and compiled (what remains).
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 6 --explore
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 3 --parts a,c0,c  # no bf16 CPU
     STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 4 --parts a,c0,p,pf --precision fp32 --profile
+    STH_DATA_DIR=/work/shared/data/lareqa python benchmarks/bench_finetune.py --steps 3 --rounds 3 --parts c0,p,pf --precision fp32  # a drifting machine
 """
 
 from __future__ import annotations
@@ -531,6 +532,10 @@ def main() -> None:
     parser.add_argument("--attn", default="eager", choices=["eager", "sdpa"], help="attention of (c)")
     parser.add_argument("--data-dir", default=os.environ.get("STH_DATA_DIR"))
     parser.add_argument("--parts", default="a,b,c0,c,p,pf", help="which of a, b, c0, c, p, pf to run")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the trainer parts (c0, c, p, pf) this many times in turn (c0, p, pf, c0, p, pf, ...): "
+                             "on a machine whose speed drifts over minutes the ratios are taken within each round and "
+                             "their median is reported")
     parser.add_argument("--profile", action="store_true",
                         help="after the parts: torch.profiler of one step (raw loop, --precision) chunked, and packed with "
                         "fast dropout")
@@ -616,9 +621,9 @@ def main() -> None:
                raw_loop(full_path, batches, bf16=True, attn="sdpa", chunk_size=None, **common))
     c = args.chunk_size
     bf16 = args.precision == "bf16"
-    for key in ("c0", "c", "p", "pf"):
-        if key not in parts:
-            continue
+    per_round: dict[str, list[float]] = {}
+    trainer_parts = [key for key in ("c0", "c", "p", "pf") if key in parts]
+    for rnd, key in ((r, k) for r in range(args.rounds) for k in trainer_parts):
         times, details = trainer_loop(trim_path, corpus, batches, attn=args.attn, chunk_size=c,
                                       batch_size=args.batch_size, seed=args.seed, compile_encoder=key == "c",
                                       bf16=bf16, pack_tokens=key in ("p", "pf"), fast_dropout=key == "pf", **common)
@@ -644,7 +649,18 @@ def main() -> None:
                       f"{', '.join(f'{r}x{w}' for r, w in path['shapes'])}), recompilations during the timed steps "
                       f"{sum(new)}{' -- RECOMPILATION STORM' if storm else ''}"
                       + (f"; compile problem: {path['compile_problem']}" if path["compile_problem"] else ""))
+        if args.rounds > 1:
+            label += f" [round {rnd + 1} of {args.rounds}]"
         report(key, label, times, extra)
+        per_round.setdefault(key, []).append(results[key])
+    if args.rounds > 1:  # each part's figure is its median over the rounds; the ratios are taken within rounds
+        for key, values in per_round.items():
+            results[key] = statistics.median(values)
+        for k in ("c", "p", "pf"):
+            if k in per_round and "c0" in per_round:
+                ratios = [a / b for a, b in zip(per_round[k], per_round["c0"])]
+                results[f"{k}/c0 rounds"] = ratios
+                print(f"({k})/(c0) by round: {' '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x")
     if args.result_json:
         import json
 
@@ -665,7 +681,10 @@ def main() -> None:
         print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
     for k, what in (("p", "the packed path"), ("pf", "packed + fast dropout")):
         if k in results and "c0" in results:
-            print(f"({k})/(c0) = {results[k] / results['c0']:.2f}x ({what} against the committed path)")
+            ratio = (statistics.median(results[f"{k}/c0 rounds"]) if f"{k}/c0 rounds" in results
+                     else results[k] / results["c0"])
+            print(f"({k})/(c0) = {ratio:.2f}x ({what} against the committed path"
+                  + (f"; median of {args.rounds} rounds' ratios)" if args.rounds > 1 else ")"))
     limit = args.batch_size / (flops["real"] / (rates[f"{limit_name} mean"] * 1e9))
     print(f"{limit_name} matmul limit for the real tokens (encoder layers' matmuls only, at the three shapes' harmonic "
           f"mean {rates[f'{limit_name} mean']:.0f} GFLOP/s): {limit:.1f} pairs/s; "

@@ -9,9 +9,11 @@ after the other, longest first) through the model's own forward, as Hugging Face
 (``DataCollatorWithFlattening``) batches are: positions and token types are given per token, and sentence-
 transformers' ``Pooling`` reduces each row's tokens through ``cu_seq_lens_q`` (its flattened path). Only attention
 needs the rows apart: :func:`packed_attention`, registered with ``transformers``' ``AttentionInterface`` as
-:data:`PACKED_ATTENTION`, gathers each chunk of ``chunk_size`` rows (the chunked loss's own chunks) into a padded
-``(rows, heads, width, head_dim)`` block, runs the eager attention (scores, additive key mask, softmax, dropout of
-the attention probabilities at the model's rate, weighted sum), and scatters the real positions back.
+:data:`PACKED_ATTENTION`, copies each chunk of ``chunk_size`` rows (the chunked loss's own chunks; their tokens
+are contiguous in the packed sequence) into a zero-padded ``(heads, rows, width, head_dim)`` block (one
+``index_copy``, whose gradient is one ``index_select``: no accumulating scatter), runs the eager attention
+(scores, additive key mask, softmax, dropout of the attention probabilities at the model's rate, weighted sum),
+and selects the real positions back.
 
 So the same function is computed as by the chunked and the stock loss (equal up to float rounding without dropout;
 with dropout every position is dropped with the same probability, from a different draw of the random stream);
@@ -23,8 +25,10 @@ chunked path and says so in its :meth:`training_path`.
 Example::
 
     >>> plan = PackingPlan.build(torch.tensor([3, 2, 1]), chunk_size=2)  # lengths in packed order, longest first
-    >>> plan.cu_seq_lens.tolist(), [idx.shape for idx, _, _ in plan.chunks]
-    ([0, 3, 5, 6], [torch.Size([2, 3]), torch.Size([1, 1])])
+    >>> plan.cu_seq_lens.tolist(), [(c.begin, c.end, tuple(c.valid.shape)) for c in plan.chunks]
+    ([0, 3, 5, 6], [(0, 5, (2, 3)), (5, 6, (1, 1))])
+    >>> plan.chunks[0].flat.tolist()  # the real positions of the first 2 x 3 block, row-major
+    [0, 1, 2, 3, 4]
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["PACKED_ATTENTION", "PackingPlan", "pack_column", "packed_attention", "packing_problem",
+__all__ = ["PACKED_ATTENTION", "PackedChunk", "PackingPlan", "pack_column", "packed_attention", "packing_problem",
            "register_packed_attention"]
 
 #: the attention implementation's name in ``transformers``' ``AttentionInterface`` (set on the model's config only
@@ -52,19 +56,29 @@ PACKABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _PLAN: contextvars.ContextVar[PackingPlan | None] = contextvars.ContextVar("sth_packing_plan", default=None)
 
 
+class PackedChunk(NamedTuple):
+    """One attention chunk of a :class:`PackingPlan`: rows ``begin_row`` .. of the packed order, whose tokens are the
+    packed positions ``begin`` .. ``end`` (contiguous: rows lie one after the other); ``valid`` ``(rows, width)`` is
+    ``True`` at a row's real positions, ``flat`` the indices of those positions in the row-major ``rows x width``
+    block (so ``block.view(rows * width, ...)[flat]`` are the packed tokens ``begin .. end`` in order)."""
+
+    begin: int
+    end: int
+    valid: Tensor
+    flat: Tensor
+
+
 @dataclass(frozen=True)
 class PackingPlan:
     """How one column's rows lie in the packed sequence and which rows attend together.
 
     ``lengths``: the rows' token counts in packed order (longest first); ``cu_seq_lens``: their cumulative offsets
-    (``[0, l0, l0 + l1, ...]``); ``chunks``: per attention chunk ``(index, valid, rows)``: ``index`` ``(rows,
-    width)`` the packed position of each (row, position), 0 where past the row's end; ``valid`` the same shape,
-    ``True`` at real positions.
+    (``[0, l0, l0 + l1, ...]``); ``chunks``: one :class:`PackedChunk` per ``chunk_size`` consecutive rows.
     """
 
     lengths: Tensor
     cu_seq_lens: Tensor
-    chunks: tuple[tuple[Tensor, Tensor, int], ...]
+    chunks: tuple[PackedChunk, ...]
 
     @classmethod
     def build(cls, lengths: Tensor, chunk_size: int) -> PackingPlan:
@@ -74,11 +88,10 @@ class PackingPlan:
         chunks = []
         for begin in range(0, len(lengths), chunk_size):
             part = lengths[begin : begin + chunk_size]
-            width = int(part.max())
-            positions = torch.arange(width, device=lengths.device)
+            positions = torch.arange(int(part.max()), device=lengths.device)
             valid = positions.unsqueeze(0) < part.unsqueeze(1)
-            index = torch.where(valid, cu[begin : begin + len(part)].unsqueeze(1) + positions, 0)
-            chunks.append((index, valid, len(part)))
+            flat = valid.reshape(-1).nonzero().squeeze(1)
+            chunks.append(PackedChunk(int(cu[begin]), int(cu[begin + len(part)]), valid, flat))
         return cls(lengths, cu, tuple(chunks))
 
     @property
@@ -186,15 +199,26 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
                            f"{tuple(query.shape)}")
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, head_dim)
+    bounds = [chunk.end - chunk.begin for chunk in plan.chunks]
+    # each chunk's tokens, (heads, chunk tokens, head_dim): views of the projections; one split (whose gradient
+    # is one concatenation) instead of a slice per chunk (whose gradients are full-size zeros added up)
+    parts = [t[0].split(bounds, dim=1) for t in (query, key, value)]
+    heads, _, head_dim = query.shape[1:]
     low = torch.finfo(query.dtype).min
     outputs = []
-    for index, valid, _ in plan.chunks:
-        qc, kc, vc = (t[index].transpose(1, 2) for t in (q, k, v))  # (rows, heads, width, head_dim)
-        scores = torch.matmul(qc, kc.transpose(2, 3)) * scaling
-        scores = scores.masked_fill(~valid[:, None, None, :], low)
+    for chunk, q, k, v in zip(plan.chunks, *parts):
+        rows, width = chunk.valid.shape
+
+        def block(t: Tensor) -> Tensor:  # (heads, rows, width, head_dim), zeros past each row's end
+            padded = t.new_zeros(heads, rows * width, head_dim)
+            return padded.index_copy_(1, chunk.flat, t).view(heads, rows, width, head_dim)
+
+        qc, kc, vc = block(q), block(k), block(v)
+        bias = torch.zeros(rows, 1, width, dtype=query.dtype, device=query.device)
+        bias.masked_fill_(~chunk.valid.unsqueeze(1), low)  # the eager path's additive padding mask
+        scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(scaling).add_(bias)
         probs = torch.nn.functional.softmax(scores, dim=-1)
         probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
-        out = torch.matmul(probs, vc).transpose(1, 2)  # (rows, width, heads, head_dim)
-        outputs.append(out[valid])
-    return torch.cat(outputs, dim=0).unsqueeze(0), None
+        out = torch.matmul(probs, vc).view(heads, rows * width, head_dim)
+        outputs.append(out.index_select(1, chunk.flat))  # the real query positions, in packed order
+    return torch.cat(outputs, dim=1).transpose(0, 1).unsqueeze(0), None

@@ -51,7 +51,7 @@ def test_the_model_sees_one_row_of_real_tokens_and_attention_in_chunks(model, mo
 
     def spy(module, query, key, value, attention_mask, **kwargs):
         plan = _packed._PLAN.get()
-        seen.append((tuple(query.shape), [int(v.sum()) for _, v, _ in plan.chunks], attention_mask))
+        seen.append((tuple(query.shape), [int(c.valid.sum()) for c in plan.chunks], attention_mask))
         return real(module, query, key, value, attention_mask, **kwargs)
 
     monkeypatch.setattr(_packed, "packed_attention", spy)
