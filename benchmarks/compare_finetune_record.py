@@ -25,6 +25,9 @@ uncompiled and compiled (records written since issue 24 hold ``loss_curve``, the
 
 (there the mAP / rank-distance lines compare two 50-step runs, and the training-path line checks the compiled one).
 
+The packed path with the cheaper dropout mask is checked the same way: ``pack_tokens=True, fast_dropout=True`` in
+``resolve_preset`` instead of ``compile_encoder=True``, an output folder of its own, and ``--expect-path packed``.
+
 It prints one PASS / FAIL line per check and exits 1 when any fails:
 
 * MLQA-R mAP@20 of each setting (mono, cross, multi) within ``--map-tol`` (0.005) of the committed record;
@@ -47,7 +50,7 @@ SETTINGS = ("mono", "cross", "multi")
 
 
 def compare(new: dict, old: dict, map_tol: float = 0.005, rank_tol: float = 0.03,
-            loss_steps: int = 50, loss_tol: float = 0.05) -> list[tuple[str, str]]:
+            loss_steps: int = 50, loss_tol: float = 0.05, expect_path: str = "compiled") -> list[tuple[str, str]]:
     """``[(verdict, line)]`` with verdict PASS / FAIL / SKIP for each check."""
     out = []
     for setting in SETTINGS:
@@ -82,8 +85,10 @@ def compare(new: dict, old: dict, map_tol: float = 0.005, rank_tol: float = 0.03
                         f"difference {worst:.1%} (tolerance {loss_tol:.0%})"))
     path = new.get("training_path") or {}
     ran = str(path.get("path", "not recorded"))
-    out.append(("PASS" if ran.startswith("compiled") else "FAIL",
-                f"training path of the new record: {ran}; graphs {path.get('graphs')}"
+    if expect_path == "packed":  # and, where asked, the fast dropout mask
+        ran += f"; dropout {path.get('dropout', 'torch')}"
+    out.append(("PASS" if ran.startswith(expect_path) else "FAIL",
+                f"training path of the new record: {ran} (expected {expect_path}); graphs {path.get('graphs')}"
                 + (f"; compile problem: {path['compile_problem']}" if path.get("compile_problem") else "")))
     return out
 
@@ -103,13 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--committed", default=str(COMMITTED))
     parser.add_argument("--map-tol", type=float, default=0.005)
     parser.add_argument("--rank-tol", type=float, default=0.03)
+    parser.add_argument("--expect-path", default="compiled", choices=["compiled", "packed"],
+                        help="the training path the new record must say ran (compile_encoder=True: compiled; "
+                             "pack_tokens=True: packed)")
     args = parser.parse_args(argv)
     new = json.loads(Path(args.new).read_text(encoding="utf-8"))
     old = json.loads(Path(args.committed).read_text(encoding="utf-8"))
     if (new.get("run_id"), old.get("run_id")) != ("hybrid-a0.5-s0", "hybrid-a0.5-s0"):
         print(f"FAIL records of {new.get('run_id')!r} and {old.get('run_id')!r}, expected hybrid-a0.5-s0 twice")
         return 1
-    results = compare(new, old, args.map_tol, args.rank_tol)
+    results = compare(new, old, args.map_tol, args.rank_tol, expect_path=args.expect_path)
     for verdict, line in results:
         print(f"{verdict} {line}")
     failed = any(v == "FAIL" for v, _ in results)
