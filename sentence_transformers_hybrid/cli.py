@@ -60,6 +60,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         overrides["modes"] = tuple(args.modes)
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
+    for field in ("pack_tokens", "fast_dropout", "compile_encoder"):  # the training path, not the configuration
+        if getattr(args, field):
+            overrides[field] = True
     if args.preset == "beyond":  # issue 22's protocol: the dev selection, then the test (experiment/beyond.py)
         from .experiment.beyond import run_beyond
         from .experiment.beyond_report import summary_text
@@ -262,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the modes to train, in this order (default: the preset's, mono cross hybrid); like --seeds "
                         "it picks runs, so a finished experiment can be extended or finished in another order")
     e.add_argument("--max-steps", type=int, default=None)
+    e.add_argument("--pack-tokens", action="store_true",
+                   help="train on the packed path (each column one unpadded sequence, attention per chunk of "
+                        "chunk_size rows; the same loss and gradients; BERT / RoBERTa / XLM-R): preset field pack_tokens")
+    e.add_argument("--fast-dropout", action="store_true",
+                   help="dropout masks from 64-bit random draws (the same rate, another random stream): preset field "
+                        "fast_dropout")
+    e.add_argument("--compile-encoder", action="store_true",
+                   help="torch.compile the encoder layers on bucketed chunk shapes: preset field compile_encoder")
     e.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip finished runs / continue from the last checkpoint (default on); an output dir of "
                         "another configuration (preset fields, data, model) is refused, naming the fields")

@@ -121,3 +121,23 @@ def test_experiment_modes_pick_and_order_the_runs(monkeypatch):
     assert seen["modes"] == ("hybrid", "mono")
     plan = experiment.plan_runs(experiment.resolve_preset("smoke", modes=("hybrid", "mono")))
     assert [r.mode for r in plan][:2] == ["hybrid", "mono"]
+
+
+def test_experiment_training_path_flags_reach_the_preset(monkeypatch):
+    import sentence_transformers_hybrid.experiment as experiment
+
+    seen = {}
+
+    def fake_run(preset, **kwargs):
+        seen.clear()
+        seen.update(kwargs)
+        return {"preset": preset}
+
+    monkeypatch.setattr(experiment, "run_experiment", fake_run)
+    monkeypatch.setattr("sentence_transformers_hybrid.experiment.tables.results_table", lambda summary: "")
+    assert main(["experiment", "--preset", "smoke", "--output-dir", "x"]) == 0
+    assert not {"pack_tokens", "fast_dropout", "compile_encoder"} & set(seen)  # the preset's own (off)
+    assert main(["experiment", "--preset", "smoke", "--pack-tokens", "--fast-dropout", "--output-dir", "x"]) == 0
+    assert seen["pack_tokens"] is True and seen["fast_dropout"] is True and "compile_encoder" not in seen
+    preset = experiment.resolve_preset("smoke", pack_tokens=True, fast_dropout=True)
+    assert preset.pack_tokens and preset.fast_dropout
