@@ -677,9 +677,8 @@ def main() -> None:
     if "a" in results:
         print("ratios: " + ", ".join(f"({k})/(a) = {results[k] / results['a']:.2f}x"
                                      for k in ("pf", "p", "c", "c0", "c+malloc", "b") if k in results))
-    if "c" in results and "c0" in results:
-        print(f"(c)/(c0) = {results['c'] / results['c0']:.2f}x (the compiled path against the committed one)")
-    for k, what in (("p", "the packed path"), ("pf", "packed + fast dropout")):
+    # with --rounds the ratio is the median of the rounds' ratios (each taken in one round), for every part alike
+    for k, what in (("c", "the compiled path"), ("p", "the packed path"), ("pf", "packed + fast dropout")):
         if k in results and "c0" in results:
             ratio = (statistics.median(results[f"{k}/c0 rounds"]) if f"{k}/c0 rounds" in results
                      else results[k] / results["c0"])
