@@ -42,8 +42,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["PACKED_ATTENTION", "PackedChunk", "PackingPlan", "pack_column", "packed_attention", "packing_problem",
-           "register_packed_attention"]
+__all__ = ["PACKED_ATTENTION", "PackedChunk", "PackingPlan", "encode_packed", "pack_column", "packed_attention",
+           "packing_problem", "register_packed_attention"]
 
 #: the attention implementation's name in ``transformers``' ``AttentionInterface`` (set on the model's config only
 #: inside :func:`packed_attention_active`)
@@ -222,3 +222,71 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
         out = torch.matmul(probs, vc).view(heads, rows * width, head_dim)
         outputs.append(out.index_select(1, chunk.flat))  # the real query positions, in packed order
     return torch.cat(outputs, dim=1).transpose(0, 1).unsqueeze(0), None
+
+
+def encode_packed(model: Any, texts: list[str], *, batch_size: int = 64, chunk_size: int = 16,
+                  normalize_embeddings: bool = False) -> Tensor:
+    """``model.encode(texts, convert_to_tensor=True)`` with no padding outside attention: length-sorted batches of
+    ``batch_size`` rows, each one packed sequence of its real tokens (:func:`pack_column`), attention per chunk of
+    ``chunk_size`` rows (:func:`packed_attention`). The linear layers, layer norms and GELU see real tokens only
+    (the bucketed path's widths pad ~20 % of the ``cpu`` preset's tokens); the vectors are the model's up to float
+    rounding. For models :func:`packing_problem` accepts (BERT, RoBERTa, XLM-R); another raises ``ValueError``
+    naming why.
+
+    Runs under ``torch.no_grad()`` with the model in eval mode (its mode is restored) and whatever autocast the
+    caller set; returns ``[len(texts) x d]`` in the order of ``texts``.
+
+    Example::
+
+        >>> import tempfile, torch
+        >>> from sentence_transformers_hybrid.testing import tiny_transformer_model
+        >>> texts = ["the cat sat on the mat", "a dog", "birds fly south in winter", "hi"]
+        >>> model = tiny_transformer_model(tempfile.mkdtemp(), texts).eval()
+        >>> torch.allclose(encode_packed(model, texts, batch_size=3, chunk_size=2),
+        ...                model.encode(texts, convert_to_tensor=True), atol=1e-5)
+        True
+    """
+    if not texts:
+        raise ValueError("encode_packed: no texts")
+    problem = packing_problem(model)
+    if problem:
+        raise ValueError(f"encode_packed: this model cannot be packed: {problem}")
+    features = model.preprocess(list(texts))
+    mask = features["attention_mask"]
+    rows, width = mask.shape
+    active = mask.bool()
+    lengths = active.sum(1)
+    if not bool((active == (torch.arange(width) < lengths.unsqueeze(1))).all()):
+        raise ValueError("encode_packed: the tokenizer pads on the left; only right-padded batches are packed")
+    order = torch.sort(lengths, descending=True, stable=True).indices
+    offset = position_offset(model)
+    device = getattr(model, "device", torch.device("cpu"))
+    out = []
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for begin in range(0, rows, batch_size):
+                index = order[begin : begin + batch_size]
+                cut = int(lengths[index[0]])
+                batch = {key: (value[index][:, :cut] if value.ndim >= 2 and value.shape[1] == width else value[index])
+                         if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == rows else value
+                         for key, value in features.items()}
+                local = torch.arange(len(index))
+                packed, plan = pack_column(batch, local, lengths[index], chunk_size, offset=offset)
+                packed = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in packed.items()}
+                plan = PackingPlan(plan.lengths.to(device), plan.cu_seq_lens.to(device),
+                                   tuple(PackedChunk(c.begin, c.end, c.valid.to(device), c.flat.to(device))
+                                         for c in plan.chunks))
+                packed["cu_seq_lens_q"] = packed["cu_seq_lens_k"] = plan.cu_seq_lens.to(torch.int32)
+                with packed_attention_active(model, plan):
+                    out.append(model(packed)["sentence_embedding"].float())
+    finally:
+        model.train(training)
+    embeddings = torch.cat(out)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(rows)
+    embeddings = embeddings[inverse.to(embeddings.device)]
+    if normalize_embeddings:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+    return embeddings

@@ -154,9 +154,15 @@ class FrozenE5Backbone(Backbone):
 
         self.cache = open_embedding_cache(cache_dir() / "embeddings", self.encoder, model_path=model_path,
                                           prompts={"query": qp, "passage": pp}, dtype=dtype)
-        # length-sorted batches tokenized once per shard, widths bucketed (the same vectors up to float rounding,
-        # 1.2-1.7x model.encode's texts/s in benchmarks/bench_encode.py); compiled layers only if the preset asks
-        self.cache.use_bucketed_encoding(self.encoder, compile_encoder=bool(self.preset.compile_encoder))
+        # length-sorted batches tokenized once per shard (the same vectors up to float rounding): packed, i.e. no
+        # padding outside attention, where the model allows it and no compile is asked; else widths bucketed
+        # (compiled layers only if the preset asks). Speeds in benchmarks/bench_encode.py.
+        from .._packed import packing_problem
+
+        if not self.preset.compile_encoder and packing_problem(self.encoder) is None:
+            self.cache.use_packed_encoding(self.encoder)
+        else:
+            self.cache.use_bucketed_encoding(self.encoder, compile_encoder=bool(self.preset.compile_encoder))
         # longest texts first: less padding per batch, and the slowest part is done (and cached) first
         order = sorted(self.texts, key=len, reverse=True)
         self.vectors = self.cache.encode(self.encoder, order, batch_size=self.preset.eval_batch_size)

@@ -514,9 +514,27 @@ class EmbeddingCache:
         from .._compile import CompiledLayers
 
         self._bucketed = CompiledLayers(model, enabled=compile_encoder, what="the embedding cache's encoding")
+        self._packed_chunk = None
+
+    def use_packed_encoding(self, model: SentenceTransformer, chunk_size: int = 16) -> None:
+        """Encode missing texts with :func:`~sentence_transformers_hybrid._packed.encode_packed` (length-sorted
+        batches, each one unpadded sequence of its real tokens, attention per chunk of ``chunk_size`` rows) instead of
+        ``model.encode``: the same vectors up to float rounding, no padding outside attention. For the models
+        :func:`~sentence_transformers_hybrid._packed.packing_problem` accepts (BERT, RoBERTa, XLM-R); another raises
+        ``ValueError`` here, naming why. The same calls as :meth:`use_bucketed_encoding` keep ``model.encode``."""
+        from .._packed import packing_problem
+
+        problem = packing_problem(model)
+        if problem:
+            raise ValueError(f"EmbeddingCache.use_packed_encoding(): this model cannot be packed: {problem}")
+        self._packed_chunk = int(chunk_size)
+        self._bucketed = None
 
     def encoding_path(self) -> dict[str, Any]:
-        """Which encoding ran: ``model.encode``, or the bucketed path (compiled or not, graphs built)."""
+        """Which encoding ran: ``model.encode``, the packed path, or the bucketed path (compiled or not, graphs
+        built)."""
+        if getattr(self, "_packed_chunk", None):
+            return {"encoding": "packed", "chunk_size": self._packed_chunk}
         bucketed = getattr(self, "_bucketed", None)
         return {"encoding": "model.encode"} if bucketed is None else {"encoding": "bucketed", **bucketed.describe()}
 
@@ -530,7 +548,13 @@ class EmbeddingCache:
         with context:
             # model.encode's own extras (a default prompt, truncation) stay with model.encode
             plain = getattr(model, "default_prompt_name", None) is None and getattr(model, "truncate_dim", None) is None
-            if bucketed is not None and plain and set(encode_kwargs) <= {"normalize_embeddings"}:
+            packed = getattr(self, "_packed_chunk", None)
+            if packed and plain and set(encode_kwargs) <= {"normalize_embeddings"}:
+                from .._packed import encode_packed
+
+                vecs = encode_packed(model, chunk, batch_size=batch_size, chunk_size=packed,
+                                     normalize_embeddings=bool(encode_kwargs.get("normalize_embeddings")))
+            elif bucketed is not None and plain and set(encode_kwargs) <= {"normalize_embeddings"}:
                 from .._compile import encode_bucketed
 
                 vecs = encode_bucketed(model, chunk, batch_size=batch_size, layers=bucketed,
