@@ -278,7 +278,6 @@ def encode_packed(model: Any, texts: list[str], *, batch_size: int = 64, chunk_s
                 plan = PackingPlan(plan.lengths.to(device), plan.cu_seq_lens.to(device),
                                    tuple(PackedChunk(c.begin, c.end, c.valid.to(device), c.flat.to(device))
                                          for c in plan.chunks))
-                packed["cu_seq_lens_q"] = packed["cu_seq_lens_k"] = plan.cu_seq_lens.to(torch.int32)
                 with packed_attention_active(model, plan):
                     out.append(model(packed)["sentence_embedding"].float())
     finally:
