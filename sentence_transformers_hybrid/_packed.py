@@ -120,6 +120,8 @@ def packing_problem(model: Any) -> str | None:
             return f"module {name} after the transformer (only Pooling, Dense and Normalize read packed outputs)"
         if name == "Pooling" and getattr(later, "pooling_mode", None) in ("weightedmean",):
             return "weighted-mean pooling"
+        if name == "Pooling" and getattr(later, "include_prompt", True) is False:
+            return "a pooling that leaves the prompt's tokens out (include_prompt=False)"
     return None
 
 
@@ -216,6 +218,12 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
         qc, kc, vc = block(q), block(k), block(v)
         bias = torch.zeros(rows, 1, width, dtype=query.dtype, device=query.device)
         bias.masked_fill_(~chunk.valid.unsqueeze(1), low)  # the eager path's additive padding mask
+        if not torch.is_grad_enabled() and not (module.training and dropout > 0):
+            # inference (encode_packed): the same function through torch's fused kernel (flash attention on CPU),
+            # which never holds the rows x width x width scores; training keeps the eager ops and their dropout
+            out = torch.nn.functional.scaled_dot_product_attention(qc, kc, vc, attn_mask=bias, scale=scaling)
+            outputs.append(out.view(heads, rows * width, head_dim).index_select(1, chunk.flat))
+            continue
         scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(scaling).add_(bias)
         probs = torch.nn.functional.softmax(scores, dim=-1)
         probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)

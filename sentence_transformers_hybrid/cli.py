@@ -136,6 +136,7 @@ def cmd_miracl(args: argparse.Namespace) -> int:
         model, args.languages, args.data_dir, args.output_dir, split=args.split, top_k=args.top_k,
         batch_size=args.batch_size, shard_size=args.shard_size, encode_dtype=args.encode_dtype, index=args.index,
         shard_id=args.shard_id, num_shards=args.num_shards, overwrite=args.overwrite, model_name=args.model,
+        pack_tokens=args.pack_tokens,
     )
     if metrics.get("languages"):
         print(json.dumps({"macro": metrics["macro"], "languages": metrics["languages"]}, indent=2))
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("--shard-id", type=int, default=None)
     mi.add_argument("--num-shards", type=int, default=None)
     mi.add_argument("--overwrite", action="store_true", help="replace an index of another model / prompt / dtype")
+    mi.add_argument("--pack-tokens", action="store_true",
+                    help="encode the corpus packed: no padding outside attention, the same vectors up to float "
+                         "rounding (BERT / RoBERTa / XLM-R encoders)")
     mi.add_argument("--device", default=None)
     mi.set_defaults(func=cmd_miracl)
 

@@ -278,6 +278,9 @@ def test_cli_end_to_end_writes_metrics_runs_and_results(model, root, tmp_path):
     again = subprocess.run(cmd[:-2] + ["--encode-dtype", "float16"], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 2 and "dtype" in again.stderr and "--overwrite" in again.stderr
+    packed = subprocess.run(cmd[:-4] + ["--output-dir", str(tmp_path / "packed"), "--pack-tokens"] + cmd[-2:],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert packed.returncode == 2 and "cannot be packed" in packed.stderr  # a static model: named, not a crash
 
 
 def test_an_approximate_index_is_labelled_in_every_output(model, root, tmp_path):
@@ -287,3 +290,40 @@ def test_an_approximate_index_is_labelled_in_every_output(model, root, tmp_path)
     tags = {line.split()[-1] for line in (tmp_path / "o/runs/sw.trec").read_text().splitlines()}
     assert tags and all(t.endswith("-approximate") for t in tags)
     assert "approximate" in (tmp_path / "o/results.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------ packed encoding
+@pytest.mark.parametrize("model_type", ["bert", "xlm-roberta"])
+def test_packed_encoding_stores_the_encode_document_vectors_and_the_same_metrics(root, tmp_path, model_type):
+    """issue 24: pack_tokens=True encodes with no padding outside attention; prompt, truncate_dim and normalisation
+    as encode_document applies them; the scores do not move."""
+    from sentence_transformers_hybrid.testing import tiny_transformer_model
+
+    tiny = tiny_transformer_model(tmp_path / "tok", TEXTS + TOPICS + ["passage: T0"], model_type=model_type).eval()
+    tiny.prompts = {"query": "query: ", "document": "passage: "}
+    source = load_miracl("sw", data_dir=root).corpus
+    plain = encode_corpus(tiny, source, tmp_path / "a", shard_size=25, batch_size=8, dtype="float32",
+                          show_progress_bar=False)
+    packed = encode_corpus(tiny, source, tmp_path / "b", shard_size=25, batch_size=8, dtype="float32",
+                           show_progress_bar=False, pack_tokens=True)
+    for a, b in zip(plain.shards, packed.shards):
+        np.testing.assert_allclose(np.asarray(b.embeddings), np.asarray(a.embeddings), atol=1e-5)
+    want = tiny.encode_document([f"{p['title']} {p['text']}" for p in PASSAGES[:25]], normalize_embeddings=True)
+    np.testing.assert_allclose(np.asarray(packed.shards[0].embeddings), want, atol=1e-5)
+    tiny.truncate_dim = 8
+    cut = encode_corpus(tiny, source, tmp_path / "c", shard_size=25, batch_size=8, dtype="float32",
+                        show_progress_bar=False, pack_tokens=True)
+    want = tiny.encode_document([f"{p['title']} {p['text']}" for p in PASSAGES[:25]], normalize_embeddings=True)
+    assert cut.shards[0].embeddings.shape[1] == 8
+    np.testing.assert_allclose(np.asarray(cut.shards[0].embeddings), want, atol=1e-5)
+    tiny.truncate_dim = None
+    one = evaluate_miracl(tiny, ["sw"], root, tmp_path / "m1", show_progress_bar=False)
+    two = evaluate_miracl(tiny, ["sw"], root, tmp_path / "m2", show_progress_bar=False, pack_tokens=True)
+    assert one["languages"] == two["languages"] and two["index"]["packed_encoding"] is True
+    assert one["index"]["packed_encoding"] is False
+
+
+def test_packed_encoding_refuses_a_model_it_cannot_pack_before_any_work(model, root, tmp_path):
+    with pytest.raises(ValueError, match="pack_tokens=True: this model cannot be packed"):
+        encode_corpus(model, load_miracl("sw", data_dir=root).corpus, tmp_path / "ix", pack_tokens=True)
+    assert not (tmp_path / "ix").exists()

@@ -124,6 +124,7 @@ def evaluate_miracl(
     chunk_size: int = 50_000,
     model_name: str | None = None,
     show_progress_bar: bool | None = None,
+    pack_tokens: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on MIRACL ``languages`` (``split``) from ``data_dir`` (``None``: the Hub), into
     ``output_dir``.
@@ -144,6 +145,8 @@ def evaluate_miracl(
         encode_dtype: storage dtype of the corpus embeddings (``float16`` default, ``float32``, ``bfloat16``).
         overwrite: replace an index of another model / prompt / dtype in ``output_dir`` instead of refusing.
         model_name: how ``metrics.json`` names the model (default: the model's own name or path).
+        pack_tokens: encode the corpus packed (no padding outside attention; BERT / RoBERTa / XLM-R encoders;
+            see :func:`~sentence_transformers_hybrid.index.encode_corpus`); said in ``metrics.json``'s ``index``.
     """
     if index not in BACKENDS:
         raise ValueError(f"index must be one of {', '.join(BACKENDS)}, got {index!r}")
@@ -162,7 +165,8 @@ def evaluate_miracl(
         indexes[lang] = encode_corpus(model, data.corpus, out / "index" / lang, prompt=corpus_prompt,
                                       prompt_name=corpus_prompt_name, batch_size=batch_size, shard_size=shard_size,
                                       dtype=encode_dtype, shard_id=shard_id, num_shards=num_shards,
-                                      overwrite=overwrite, show_progress_bar=progress and rank == 0)
+                                      overwrite=overwrite, show_progress_bar=progress and rank == 0,
+                                      pack_tokens=pack_tokens)
     if num_shards is not None:
         return {"shards_done": {lang: ix.info.get("shards_done", list(range(len(ix.shards))))
                                 for lang, ix in indexes.items()}}
@@ -195,6 +199,7 @@ def evaluate_miracl(
                   "corpus_prompt": first.get("prompt"), "max_length": first.get("max_length"),
                   "normalized": first.get("normalized")},
         "index": {"backend": index, "approximate": index in APPROXIMATE_BACKENDS, "dtype": encode_dtype,
+                  "packed_encoding": bool(pack_tokens),
                   "shard_size": shard_size, "top_k": top_k, "tie_rule": TIE_RULE, "processes": world},
         "split": split,
         "scoring": "trec_eval via pytrec_eval: -c -M 100 -m ndcg_cut.10; -c -m recall.100",
@@ -243,7 +248,7 @@ class MIRACLEvaluator(SentenceEvaluator):
         batch_size, show_progress_bar, query_prompt, query_prompt_name, corpus_prompt, corpus_prompt_name,
             write_csv: as in the library's ``InformationRetrievalEvaluator``.
         top_k: hits a query. index_dir: where the corpus is encoded (default: a temporary folder per call).
-        shard_size, encode_dtype, index: as in :func:`evaluate_miracl`.
+        shard_size, encode_dtype, index, pack_tokens: as in :func:`evaluate_miracl`.
 
     Example:
         >>> from sentence_transformers_hybrid.testing import tiny_static_model
@@ -273,6 +278,7 @@ class MIRACLEvaluator(SentenceEvaluator):
         shard_size: int = 100_000,
         encode_dtype: str = "float32",
         index: str = "exact",
+        pack_tokens: bool = False,
     ) -> None:
         super().__init__()
         source = corpus if isinstance(corpus, PassageSource) else PassageSource.from_dict(corpus)
@@ -284,7 +290,7 @@ class MIRACLEvaluator(SentenceEvaluator):
         self.corpus_prompt, self.corpus_prompt_name = corpus_prompt, corpus_prompt_name
         self.write_csv = write_csv
         self.top_k, self.index_dir, self.shard_size = top_k, index_dir, shard_size
-        self.encode_dtype, self.index = encode_dtype, index
+        self.encode_dtype, self.index, self.pack_tokens = encode_dtype, index, pack_tokens
         self.primary_metric = "ndcg@10"
         self.csv_file = "MIRACL_evaluation" + (f"_{name}" if name else "") + "_results.csv"
 
@@ -295,7 +301,7 @@ class MIRACLEvaluator(SentenceEvaluator):
             ix = encode_corpus(model, self.data.corpus, folder, prompt=self.corpus_prompt,
                                prompt_name=self.corpus_prompt_name, batch_size=self.batch_size,
                                shard_size=self.shard_size, dtype=self.encode_dtype, overwrite=True,
-                               show_progress_bar=self.show_progress_bar)
+                               show_progress_bar=self.show_progress_bar, pack_tokens=self.pack_tokens)
             r = evaluate_language(model, self.data, ix, top_k=self.top_k, backend=self.index,
                                   batch_size=self.batch_size, query_prompt=self.query_prompt,
                                   query_prompt_name=self.query_prompt_name, show_progress_bar=self.show_progress_bar)

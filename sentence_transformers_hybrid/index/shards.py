@@ -121,6 +121,7 @@ def encode_corpus(
     overwrite: bool = False,
     show_progress_bar: bool | None = None,
     check_docids: bool = True,
+    pack_tokens: bool = False,
 ) -> CorpusIndex:
     """Encode ``source`` with ``model.encode_document`` into ``output_dir``, shard by shard (see the module doc).
 
@@ -139,6 +140,11 @@ def encode_corpus(
         overwrite: replace an index of other settings instead of refusing.
         show_progress_bar: tqdm over passages (rate and time left); default on at INFO logging.
         check_docids: on completion, refuse a docid that occurs twice (naming both files and lines).
+        pack_tokens: encode each batch as one packed sequence of its real tokens
+            (:func:`~sentence_transformers_hybrid._packed.encode_packed`: no padding outside attention, the same
+            vectors up to float rounding) instead of ``model.encode_document``; BERT / RoBERTa / XLM-R encoders
+            only (another model is refused before any work, naming why). Larger ``batch_size`` costs no padding
+            then.
 
     Returns:
         the whole :class:`CorpusIndex` when every shard is finished, else the shards finished so far
@@ -154,6 +160,12 @@ def encode_corpus(
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
     if (shard_id is None) != (num_shards is None):
         raise ValueError("give shard_id and num_shards together (or neither)")
+    if pack_tokens:
+        from .._packed import packing_problem
+
+        problem = packing_problem(model)
+        if problem:
+            raise ValueError(f"pack_tokens=True: this model cannot be packed: {problem}")
     if num_shards is not None and not (num_shards >= 1 and 0 <= shard_id < num_shards):  # type: ignore[operator]
         raise ValueError(f"need 0 <= shard_id < num_shards, got shard_id={shard_id}, num_shards={num_shards}")
     rank, world = (shard_id, num_shards) if num_shards is not None else dist_context()
@@ -184,7 +196,7 @@ def encode_corpus(
             todo.append(s)
     if todo:
         _encode_shards(model, source, folder, settings, info, todo, prompt, prompt_name, batch_size,
-                       default_progress(show_progress_bar, logger), f"{rank}/{world}")
+                       default_progress(show_progress_bar, logger), f"{rank}/{world}", pack_tokens=pack_tokens)
     done = [s for s in range(total_shards) if shard_problem(folder, s, settings, _rows_of(info, s)) is None]
     if len(done) == total_shards:
         index = CorpusIndex.open(folder)
@@ -198,6 +210,20 @@ def encode_corpus(
         shards.append(Shard(np.load(emb_path, mmap_mode="r"), np.load(ids_path, mmap_mode="r"),
                             load_json(man_path) or {}, emb_path))
     return CorpusIndex(shards, path=folder, info={**info, "complete": False, "shards_done": done})
+
+
+def _encode_packed(model: Any, texts: list[str], prompt: str, normalized: bool, batch_size: int) -> np.ndarray:
+    """What ``model.encode_document(texts, prompt=prompt, normalize_embeddings=normalized)`` returns (the prompt
+    prepended, ``truncate_dim`` applied before normalising, as sentence-transformers does), encoded packed."""
+    from .._packed import encode_packed
+
+    emb = encode_packed(model, [prompt + t for t in texts], batch_size=batch_size)
+    dim = getattr(model, "truncate_dim", None)
+    if dim:
+        emb = emb[:, :dim]
+    if normalized:
+        emb = torch.nn.functional.normalize(emb, dim=-1)
+    return emb.cpu().numpy()
 
 
 def _rows_of(info: dict[str, Any], shard: int) -> int:
@@ -232,7 +258,7 @@ def _index_info(folder: Path, settings: dict[str, Any], source: PassageSource, o
 
 def _encode_shards(model: Any, source: PassageSource, folder: Path, settings: dict[str, Any], info: dict[str, Any],
                    todo: list[int], prompt: str | None, prompt_name: str | None, batch_size: int,
-                   progress: bool, worker: str = "0/1") -> None:
+                   progress: bool, worker: str = "0/1", pack_tokens: bool = False) -> None:
     shard_size = settings["shard_size"]
     wanted = set(todo)
     for s in todo:  # a stale manifest must not outlive the data it described
@@ -250,9 +276,12 @@ def _encode_shards(model: Any, source: PassageSource, folder: Path, settings: di
             if writer is not None and writer.shard != s:
                 writer.finish()
                 writer = None
-            emb = model.encode_document(batch.texts, prompt=prompt, prompt_name=prompt_name, batch_size=batch_size,
-                                        convert_to_numpy=True, normalize_embeddings=settings["normalized"],
-                                        show_progress_bar=False)
+            if pack_tokens:
+                emb = _encode_packed(model, batch.texts, settings["prompt"], settings["normalized"], batch_size)
+            else:
+                emb = model.encode_document(batch.texts, prompt=prompt, prompt_name=prompt_name,
+                                            batch_size=batch_size, convert_to_numpy=True,
+                                            normalize_embeddings=settings["normalized"], show_progress_bar=False)
             if writer is None:
                 writer = _ShardWriter(folder, s, _rows_of(info, s), int(emb.shape[1]), settings, info)
                 writer.worker = worker
