@@ -221,7 +221,9 @@ def packed_attention(module: torch.nn.Module, query: Tensor, key: Tensor, value:
         if not torch.is_grad_enabled() and not (module.training and dropout > 0):
             # inference (encode_packed): the same function through torch's fused kernel (flash attention on CPU),
             # which never holds the rows x width x width scores; training keeps the eager ops and their dropout
-            out = torch.nn.functional.scaled_dot_product_attention(qc, kc, vc, attn_mask=bias, scale=scaling)
+            # (the mask 4-D: a 3-D one sends torch to its unfused math path)
+            out = torch.nn.functional.scaled_dot_product_attention(qc, kc, vc, attn_mask=bias.unsqueeze(0),
+                                                                   scale=scaling)
             outputs.append(out.view(heads, rows * width, head_dim).index_select(1, chunk.flat))
             continue
         scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(scaling).add_(bias)
