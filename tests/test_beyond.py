@@ -578,3 +578,26 @@ def test_the_console_summary_does_not_claim_a_selection_file_it_did_not_write(tm
     assert "no selection.json yet" in text and "PARTIAL: 1 run(s) missing: dev-hybrid-s0" in text
     (tmp_path / "selection.json").write_text("{}")
     assert f"read {tmp_path / 'selection.json'}" in summary_text(summary, tmp_path)
+
+
+def test_partial_report_shows_the_dev_runs_so_far_with_margins_once_the_baselines_ran():
+    """Before selection.json exists, results.md lists the finished dev runs; a candidate's worst margin (the selection
+    rule's quantity) appears only when all three baselines have run, and nothing is marked chosen."""
+    from sentence_transformers_hybrid.experiment.beyond_report import beyond_markdown
+
+    def rec(method, mono, cross, multi):
+        return {"phase": "dev", "run_id": f"dev-{method}-s0", "method": method, "seed": 0, "mono_map@20": mono,
+                "cross_map@20": cross, "multi_map@20": multi, "rank_distance": 90.0}
+
+    runs = [rec("mono", .833, .740, .559), rec("cross", .815, .747, .594), rec("hybrid-a0.75", .827, .745, .576)]
+    config = {"runs": [r["run_id"] for r in runs] + ["dev-hybrid-s0", "dev-hybrid-a0.9-s0"], "selection_rule": "x"}
+    text = beyond_markdown(config, {"runs": runs, "missing": ["dev-hybrid-s0", "dev-hybrid-a0.9-s0"]})
+    assert "No selection yet" in text and "margins once the three baselines have run" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `dev-hybrid-a0.75-s0`"))
+    assert row.endswith("| 90.0 |  |")  # no margin against two of three baselines
+    runs.append(rec("hybrid", .827, .752, .592))
+    text = beyond_markdown(config, {"runs": runs, "missing": ["dev-hybrid-a0.9-s0"]})
+    row = next(line for line in text.splitlines() if line.startswith("| `dev-hybrid-a0.75-s0`"))
+    assert row.endswith("| -0.0180 |")  # min(.827-.833, .745-.752, .576-.594) = multi's -0.018
+    assert "| `dev-mono-s0` | `mono` | 0.833 | 0.740 | 0.559 | 90.0 | baseline |" in text
+    assert "**(chosen)**" not in text and "Chosen:" not in text

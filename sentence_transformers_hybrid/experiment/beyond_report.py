@@ -15,7 +15,7 @@ from typing import Any
 from .._utils import atomic_write_json, atomic_write_text
 from .report import RUN_KEYS as FINETUNE_RUN_KEYS
 from .stats import format_value, mean_sd, sd_shown
-from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior
+from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior, worst_margin
 
 __all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "summary_text", "write_beyond_outputs"]
 
@@ -91,6 +91,29 @@ def claims(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[dict[s
     return out
 
 
+def _dev_so_far(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The finished dev runs before the selection: their scores, and each candidate's worst margin over the three
+    baselines once all three have run (the selection rule's quantity; nothing is chosen until every candidate has
+    run)."""
+    dev = [r for r in runs if r.get("phase") == "dev"]
+    if not dev:
+        return []
+    baselines = [r for r in dev if r.get("method") in BASELINES]
+    complete = {r.get("method") for r in baselines} >= set(BASELINES)
+    lines = ["Dev runs finished so far (one seed"
+             + ("; worst margin = the selection rule's quantity against the three baselines" if complete else
+                "; margins once the three baselines have run") + "):", "",
+             "| run | method | mono mAP@20 | cross mAP@20 | multi mAP@20 | rank distance | worst margin |",
+             "|---|---|---|---|---|---|---|"]
+    for r in dev:
+        margin = ("baseline" if r.get("method") in BASELINES else
+                  format_value(worst_margin(r, baselines), digits=4) if complete else "")
+        maps = " | ".join(format_value(r.get(f"{s}_map@20")) for s in SETTINGS)
+        lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {maps} | "
+                     f"{format_value(r.get('rank_distance'), digits=1)} | {margin} |")
+    return lines + [""]
+
+
 def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> str:
     """``results.md``: the protocol, the dev selection, the test table, the claims, CKA by layer, per-run times."""
     runs, missing, selection = records["runs"], records["missing"], records.get("selection")
@@ -121,6 +144,7 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         lines += ["", f"Chosen: `{chosen}`.", ""]
     else:
         lines += ["## Dev", "", "No selection yet (the dev phase has not finished).", ""]
+        lines += _dev_so_far(runs)
 
     by = _by_method(runs)
     lines += ["## Test: MLQA-R, mean ± sd over seeds", "",
