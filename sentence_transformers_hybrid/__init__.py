@@ -62,6 +62,7 @@ from .evaluation import (
 from .data.miracl import MIRACL_LANGUAGES, MiraclData, load_miracl
 from .data.passages import PassageSource
 from .evaluation.miracl import MIRACLEvaluator, evaluate_miracl
+from ._packed import encode_packed
 from .index import CorpusIndex, SearchResult, encode_corpus, model_fingerprint, search, write_trec_run
 from .metrics.trec import miracl_scores, trec_eval
 from .experiment import PRESETS, Preset, push_model, run_experiment
@@ -104,6 +105,7 @@ __all__ = [
     "CorpusIndex",
     "SearchResult",
     "encode_corpus",
+    "encode_packed",
     "model_fingerprint",
     "search",
     "write_trec_run",
