@@ -244,7 +244,7 @@ def encode_packed(model: Any, texts: list[str], *, batch_size: int = 64, chunk_s
     naming why.
 
     Runs under ``torch.no_grad()`` with the model in eval mode (its mode is restored) and whatever autocast the
-    caller set; returns ``[len(texts) x d]`` in the order of ``texts``.
+    caller set; returns float32 ``[len(texts) x d]`` in the order of ``texts``.
 
     Example::
 
