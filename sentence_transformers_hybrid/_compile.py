@@ -32,7 +32,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem", "encode_bucketed", "encoder_layers"]
+__all__ = ["WIDTH_BUCKETS", "CompiledLayers", "bucket_width", "compiler_problem", "encode_bucketed", "encoder_layers",
+           "in_text_order", "inverse_permutation"]
 
 #: the widths (tokens) a compiled chunk is padded up to; past the last, multiples of 64
 WIDTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256)
@@ -218,6 +219,30 @@ def _call_layer(layer: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
     return layer._call_impl(*args, **kwargs)
 
 
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """The permutation that puts rows taken in ``order`` back in their original places.
+
+    Example::
+
+        >>> order = torch.tensor([2, 0, 1])
+        >>> torch.tensor([30, 10, 20])[inverse_permutation(order)].tolist()
+        [10, 20, 30]
+    """
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    return inverse
+
+
+def in_text_order(parts: list[torch.Tensor], order: torch.Tensor, normalize_embeddings: bool = False) -> torch.Tensor:
+    """The encoders' last step: embeddings of the texts taken in ``order`` (batch by batch, ``parts``) put back in
+    the texts' order, L2-normalised when asked."""
+    embeddings = torch.cat(parts)
+    embeddings = embeddings[inverse_permutation(order).to(embeddings.device)]
+    if normalize_embeddings:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+    return embeddings
+
+
 def encode_bucketed(model: Any, texts: list[str], *, batch_size: int = 64, layers: CompiledLayers | None = None,
                     normalize_embeddings: bool = False) -> torch.Tensor:
     """``model.encode(texts, convert_to_tensor=True)`` in fixed shapes: length-sorted batches of ``batch_size`` rows
@@ -271,10 +296,4 @@ def encode_bucketed(model: Any, texts: list[str], *, batch_size: int = 64, layer
                 new = layers.note_shape(len(index), cut)
                 embedded = layers.run(forward, device_type=torch.device(device).type, new_shape=new)
             out.append(embedded[:n].float())
-    embeddings = torch.cat(out)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(rows)
-    embeddings = embeddings[inverse.to(embeddings.device)]
-    if normalize_embeddings:
-        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-    return embeddings
+    return in_text_order(out, order, normalize_embeddings)

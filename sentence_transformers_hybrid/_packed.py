@@ -42,6 +42,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ._compile import in_text_order
+
 __all__ = ["PACKED_ATTENTION", "PackedChunk", "PackingPlan", "encode_packed", "pack_column", "packed_attention",
            "packing_problem", "register_packed_attention"]
 
@@ -292,10 +294,4 @@ def encode_packed(model: Any, texts: list[str], *, batch_size: int = 64, chunk_s
                     out.append(model(packed)["sentence_embedding"].float())
     finally:
         model.train(training)
-    embeddings = torch.cat(out)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(rows)
-    embeddings = embeddings[inverse.to(embeddings.device)]
-    if normalize_embeddings:
-        embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
-    return embeddings
+    return in_text_order(out, order, normalize_embeddings)

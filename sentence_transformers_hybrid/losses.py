@@ -30,7 +30,7 @@ try:  # sentence-transformers >= 6
 except ImportError:  # pragma: no cover - sentence-transformers 5.x embeds each column on its own
     embed_columns = merge_feature_batches = None
 
-from ._compile import CompiledLayers, bucket_width
+from ._compile import CompiledLayers, bucket_width, inverse_permutation
 from ._dropout import fast_dropout_active
 from ._packed import pack_column, packed_attention_active, packing_problem, position_offset
 
@@ -372,7 +372,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
                 compiled = self._layers.compiled  # False from here on when that compile failed
             else:
                 chunks.append(self._encode(chunk))
-        return torch.cat(chunks, dim=0)[_inverse(order)]
+        return torch.cat(chunks, dim=0)[inverse_permutation(order)]
 
     def _encode(self, chunk: dict[str, Any]) -> Tensor:
         return self.model(chunk)["sentence_embedding"]
@@ -385,7 +385,7 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
         with packed_attention_active(self.model, plan):
             embedded = self.model(packed)["sentence_embedding"]
         self._packed_columns += 1
-        return embedded[_inverse(order)]
+        return embedded[inverse_permutation(order)]
 
     @staticmethod
     def _take(features: dict[str, Any], index: Tensor | None, cut: int, rows: int, width: int) -> dict[str, Any]:
@@ -414,13 +414,6 @@ class LengthSortedMultipleNegativesRankingLoss(MultipleNegativesRankingLoss):
 def _right_padded(active: Tensor) -> bool:
     """Whether every row of the boolean attention mask ``active`` starts attended and never attends after a gap."""
     return bool(active[:, 0].all()) and bool((active[:, 1:] <= active[:, :-1]).all())
-
-
-def _inverse(order: Tensor) -> Tensor:
-    """The permutation that puts rows taken in ``order`` back in their original places."""
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=order.device)
-    return inverse
 
 
 class _ChunkedEncoder:
