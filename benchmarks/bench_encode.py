@@ -80,10 +80,7 @@ def main() -> None:
     setup = select_device("cpu").with_dtype(args.dtype if args.dtype != "auto" else "auto")
     model = SentenceTransformer(convert_e5_small(), device="cpu").eval()
     model.max_seq_length = 128
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
-    print(f"CPU: {cpu}; {setup.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"load {os.getloadavg()}")
+    print(f"{setup.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
     shards = [texts[i : i + args.shard] for i in range(0, len(texts), args.shard)]
     compiled = CompiledLayers(model, what="bench_encode")
 

@@ -61,12 +61,12 @@ def main() -> None:
 
     from sentence_transformers_hybrid.data import load_miracl
     from sentence_transformers_hybrid.data.miracl import write_miracl_layout
+    from sentence_transformers_hybrid.experiment.devices import cpu_info
     from sentence_transformers_hybrid.index import encode_corpus
     from sentence_transformers_hybrid.models.e5 import convert_e5_small
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "unknown CPU") if os.path.exists("/proc/cpuinfo") else "unknown CPU"
-    print(f"CPU: {cpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, bf16 flags {cpu['bf16_flags'] or 'none'}; torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
     rows = paragraphs(args.data_dir, args.passages)
     model = SentenceTransformer(convert_e5_small(), device="cpu").eval()
     model.max_seq_length = args.max_seq_length
