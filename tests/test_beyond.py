@@ -601,3 +601,31 @@ def test_partial_report_shows_the_dev_runs_so_far_with_margins_once_the_baseline
     assert row.endswith("| -0.0180 |")  # min(.827-.833, .745-.752, .576-.594) = multi's -0.018
     assert "| `dev-mono-s0` | `mono` | 0.833 | 0.740 | 0.559 | 90.0 | baseline |" in text
     assert "**(chosen)**" not in text and "Chosen:" not in text
+
+
+def test_report_names_the_devices_of_the_test_runs_and_repeats_the_claims_per_device():
+    """Reused finetune baselines (seeds 0-2, another machine's bf16) beside runs trained here (float32): results.md
+    shows which seeds of each method trained where and the claims on each device's runs alone; one device, no
+    section."""
+    from sentence_transformers_hybrid.experiment.beyond_report import beyond_markdown
+
+    here, there = "cpu (AMD EPYC, 2 cores); flags: no bf16; float32", "cpu (AMD EPYC); flags: avx512_bf16; bf16 autocast"
+
+    def rec(method, seed, mono, device):
+        return {"phase": "test", "run_id": f"test-{method}-s{seed}", "method": method, "seed": seed,
+                "mono_map@20": mono, "cross_map@20": .5, "multi_map@20": .4, "rank_distance": 9.0, "device": device}
+
+    runs = [rec(m, s, .66 if m == "mono" else .65, there) for m in ("mono", "cross", "hybrid") for s in (0, 1, 2)]
+    runs += [rec(m, s, .64 if m == "mono" else .65, here) for m in ("mono", "cross", "hybrid") for s in (3, 4)]
+    runs += [rec("merge-mono-l0.5", s, .655, here) for s in range(5)]
+    config = {"runs": [r["run_id"] for r in runs], "selection_rule": "x"}
+    text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.5"}})
+    assert "## Where the test runs trained" in text
+    assert "| `mono` | 0, 1, 2 | 3, 4 |" in text and "| `merge-mono-l0.5` | – | 0, 1, 2, 3, 4 |" in text
+    # all seeds pooled: mono's mean .652 is best; on the float32 runs alone cross/hybrid (.65) are, and hold
+    alone = next(line for line in text.splitlines() if line.startswith(f"- on `{here}` alone"))
+    assert "mono 0.655 vs `hybrid` 0.650" in alone and "holds" in alone and f"`{there}` alone" not in text
+    assert f"| {here} |" in text  # the per-run times name each run's device
+    one = beyond_markdown(config, {"runs": [r for r in runs if r["device"] == here], "missing": [],
+                                   "selection": {"chosen": "merge-mono-l0.5"}})
+    assert "## Where the test runs trained" not in one

@@ -114,6 +114,36 @@ def _dev_so_far(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def _devices_section(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[str]:
+    """Where the test runs trained, when not all on one device and precision (a reused ``finetune`` record keeps the
+    device it was trained on): the seeds of each method per device, and the claims on each device's runs alone where
+    they allow them. A difference between devices (precision, kernels) is confounded with the method wherever the
+    methods' seeds are spread unevenly over them, as when the baselines' seeds 0-2 are reused."""
+    test = [r for r in runs if r.get("phase") == "test"]
+    devices = sorted({str(r.get("device") or "unknown") for r in test})
+    if len(devices) < 2:
+        return []
+    lines = ["## Where the test runs trained", "",
+             "The test runs were trained on more than one device or precision. A difference between them is "
+             "confounded with the method wherever the methods' seeds are spread unevenly over the devices; the "
+             "claims above pool all seeds, the lines below repeat them on each device's runs alone where every "
+             "method has a seed there.", "",
+             "| method | " + " | ".join(f"seeds on `{d}`" for d in devices) + " |", "|---|" + "---|" * len(devices)]
+    for method, rs in _by_method(test).items():
+        cells = [", ".join(str(r.get("seed")) for r in rs if str(r.get("device") or "unknown") == d) or "–"
+                 for d in devices]
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    lines.append("")
+    for d in devices:
+        verdicts = claims([r for r in test if str(r.get("device") or "unknown") == d], chosen)
+        if verdicts:
+            lines.append(f"- on `{d}` alone: " + "; ".join(
+                f"{v['setting']} {format_value(v['candidate_mean'])} vs `{v['best']}` {format_value(v['best_mean'])}"
+                f" ({v['seeds']} seeds of the candidate, margin {format_value(v['margin'], digits=4)}, threshold "
+                f"{format_value(v['threshold'])}): {'holds' if v['holds'] else 'does not hold'}" for v in verdicts))
+    return lines + [""]
+
+
 def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> str:
     """``results.md``: the protocol, the dev selection, the test table, the claims, CKA by layer, per-run times."""
     runs, missing, selection = records["runs"], records["missing"], records.get("selection")
@@ -176,6 +206,8 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
     else:
         lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R.", ""]
 
+    lines += _devices_section(runs, chosen)
+
     cka = {m: [r["cka_by_layer"] for r in rs if r.get("cka_by_layer")] for m, rs in by.items()}
     cka = {m: v for m, v in cka.items() if v}
     if cka:
@@ -190,8 +222,9 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
             lines.append(f"| `{m}` | " + " | ".join(format_value(x) for x in means) + " |")
         lines.append("")
 
-    lines += ["## Per-run times", "", "| run | method | seed | train minutes | load average at the end | note |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Per-run times", "",
+              "| run | method | seed | train minutes | load average at the end | device | note |",
+              "|---|---|---|---|---|---|---|"]
     for r in runs:
         note = ""
         if r.get("reused_from"):
@@ -202,7 +235,7 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         minutes = r.get("train_seconds")
         lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {r.get('seed')} | "
                      f"{format_value(minutes / 60 if minutes is not None else None, digits=1)} | "
-                     f"{r.get('load_average') or '–'} | {note} |")
+                     f"{r.get('load_average') or '–'} | {r.get('device') or '–'} | {note} |")
     lines.append("")
 
     sha = records.get("selection_sha256")
