@@ -536,13 +536,17 @@ def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt
     model = tiny_static_model(TEXTS)
     preset = Preset(**{**PRESETS["smoke"].to_dict(), "batch_size": 4, "max_steps": 1, "save_steps": 0})
     prompts = {"query": "query: ", "passage": "passage: "}
-    train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts, consistency_weight=0.5)
+    train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts, consistency_weight=0.5,
+              label="dev-consistency-b0.5-s0")
     assert isinstance(seen["loss"], ParallelConsistencyLoss) and seen["loss"].weight == 0.5
+    # the progress bar names the candidate's run, not the sampler's "hybrid-a0.5-s0"
+    assert [c.desc for c in seen["callbacks"] if hasattr(c, "desc")] == ["dev-consistency-b0.5-s0"]
     assert seen["args"].prompts == {"query": "query: ", "passage": "passage: ", PARALLEL_QUERY_COLUMN: "query: "}
     assert list(seen["rows"]) == ["query", "passage", PARALLEL_QUERY_COLUMN]
     seen.clear()
     train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts)
     assert not isinstance(seen["loss"], ParallelConsistencyLoss) and list(seen["rows"]) == ["query", "passage"]
+    assert [c.desc for c in seen["callbacks"] if hasattr(c, "desc")] == ["hybrid-a0.5-s0"]
     assert PARALLEL_QUERY_COLUMN not in (seen["args"].prompts or {})
 
 
@@ -554,7 +558,7 @@ def test_the_constant_mono_steps_control_trains_longer_with_the_same_alpha(monke
     assert MONO_STEPS_CONTROL.params == {"max_steps": 600} and MONO_STEPS_CONTROL.alpha == 0.5
     seen = []
     monkeypatch.setattr(beyond_module, "train_run", lambda model, corpus, spec, preset, *a, **k: seen.append(
-        (spec, preset.max_steps, k["consistency_weight"])) or TrainResult(1.0, {}))
+        (spec, preset.max_steps, k["consistency_weight"], k["label"])) or TrainResult(1.0, {}))
 
     class Backbone:
         def new_model(self, seed):
@@ -566,6 +570,7 @@ def test_the_constant_mono_steps_control_trains_longer_with_the_same_alpha(monke
     ctx = {"preset": PRESETS["beyond"], "out": tmp_path, "resume": True, "train_setup": None}
     _, fields = beyond_module._train_record(BeyondRun("dev", MONO_STEPS_CONTROL, 0), None, Backbone(), ctx)
     assert seen[0][0].mode == "hybrid" and seen[0][0].alpha == 0.5 and seen[0][1] == 600 and fields["max_steps"] == 600
+    assert seen[0][3] == "dev-hybrid-steps600-s0"  # the bar and the log name the candidate's run
     beyond_module._train_record(BeyondRun("dev", BASELINE_CANDIDATES[2], 0), None, Backbone(), ctx)
     assert seen[1][1] == PRESETS["beyond"].max_steps == 300
 

@@ -392,7 +392,8 @@ def _train_record(run: BeyondRun, corpus, backbone, ctx: dict[str, Any]):
     spec = c.spec(run.seed)
     model = backbone.new_model(run.seed)
     trained = train_run(model, corpus, spec, preset, out / "checkpoints" / run.run_id, backbone.prompts(),
-                        resume=ctx["resume"], setup=ctx["train_setup"], consistency_weight=c.consistency_weight)
+                        resume=ctx["resume"], setup=ctx["train_setup"], consistency_weight=c.consistency_weight,
+                        label=run.run_id)
     model.eval()
     return model, {"mode": spec.mode, "alpha": spec.alpha, "train_seconds": trained.seconds,
                    "resumed_from": trained.resumed_from, "sampler": trained.sampler_config,

@@ -180,7 +180,8 @@ def train_model(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, ou
 
 
 def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, output_dir: Path, prompts: dict[str, str],
-              resume: bool = True, setup: DeviceSetup | None = None, consistency_weight: float = 0.0) -> TrainResult:
+              resume: bool = True, setup: DeviceSetup | None = None, consistency_weight: float = 0.0,
+              label: str | None = None) -> TrainResult:
     """:func:`train_model`, also returning the sampler configuration (``factory.config()``) for the records.
 
     ``consistency_weight`` > 0 (the ``beyond`` preset's consistency candidates) trains on
@@ -189,6 +190,9 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
 
     ``setup`` (from :func:`~sentence_transformers_hybrid.experiment.devices.select_device`) decides ``bf16`` and
     ``use_cpu``; without it ``preset.bf16`` is used as given (``"auto"`` meaning: bf16 where supported).
+
+    ``label`` names the run in the progress bar and the log (default ``spec.run_id``, which names only the sampler's
+    mode, alpha and seed: the ``beyond`` preset passes its own run id, e.g. ``dev-consistency-b0.1-s0``).
     """
     import transformers
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -240,14 +244,15 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
 
         loss = ParallelConsistencyLoss(model, loss, weight=consistency_weight)
         train_dataset = parallel_query_dataset(corpus, seed=spec.seed)
-    progress = TrainingProgress(preset.batch_size * sampler_world_size(), desc=spec.run_id)
+    label = label or spec.run_id
+    progress = TrainingProgress(preset.batch_size * sampler_world_size(), desc=label)
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss,
         callbacks=[sampler.callback, progress],
     )
     last = resumable_checkpoint(output_dir) if resume and save else None
     if last:
-        logger.info("run %s resumes from %s", spec.run_id, last)
+        logger.info("run %s resumes from %s", label, last)
         progress.prior_seconds = _prior_seconds(Path(last))
     trainer.train(resume_from_checkpoint=last)
     inner = getattr(loss, "base_loss", loss)  # the consistency term wraps the chunked loss
