@@ -61,12 +61,13 @@ def main() -> None:
 
     from sentence_transformers_hybrid.data import load_miracl
     from sentence_transformers_hybrid.data.miracl import write_miracl_layout
-    from sentence_transformers_hybrid.experiment.devices import cpu_info
+    from sentence_transformers_hybrid.experiment.devices import select_device
     from sentence_transformers_hybrid.index import encode_corpus
     from sentence_transformers_hybrid.models.e5 import convert_e5_small
 
-    cpu = cpu_info()
-    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, bf16 flags {cpu['bf16_flags'] or 'none'}; torch {torch.__version__}, {torch.get_num_threads()} threads; load {os.getloadavg()}")
+    # the CPU and precision in the words of the run records (this benchmark encodes in float32)
+    print(f"{select_device('cpu', prefer_bf16=False).describe()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; load {os.getloadavg()}")
     rows = paragraphs(args.data_dir, args.passages)
     model = SentenceTransformer(convert_e5_small(), device="cpu").eval()
     model.max_seq_length = args.max_seq_length

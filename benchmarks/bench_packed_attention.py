@@ -76,11 +76,11 @@ def main() -> None:
     if not args.data_dir:
         parser.error("--data-dir or STH_DATA_DIR (the folder with xquad-r/ and mlqa-r/)")
     torch.set_num_threads(args.threads)
-    from sentence_transformers_hybrid.experiment.devices import cpu_info
+    from sentence_transformers_hybrid.experiment.devices import select_device
 
-    cpu = cpu_info()
-    print(f"CPU: {cpu['model']}, {cpu['cores']} cores; load {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
-          f"torch {torch.__version__}, {args.threads} threads")
+    # the CPU and precision in the words of the run records (this benchmark runs in float32)
+    print(f"{select_device('cpu', prefer_bf16=False).describe()}; load {os.getloadavg()[0]:.2f} "
+          f"{os.getloadavg()[1]:.2f}; torch {torch.__version__}, {args.threads} threads")
     heads, head_dim, scaling = 12, 32, 32**-0.5
     total = {"baseline": 0.0, "package": 0.0}
     for name, lengths in column_lengths(args.data_dir).items():
