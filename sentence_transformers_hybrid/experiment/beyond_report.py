@@ -119,8 +119,11 @@ def _devices_section(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> l
     device it was trained on): the seeds of each method per device, and the claims on each device's runs alone where
     they allow them. A difference between devices (precision, kernels) is confounded with the method wherever the
     methods' seeds are spread unevenly over them, as when the baselines' seeds 0-2 are reused."""
-    test = [r for r in runs if r.get("phase") == "test"]
-    devices = sorted({str(r.get("device") or "unknown") for r in test})
+    by_device: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        if r.get("phase") == "test":
+            by_device.setdefault(str(r.get("device") or "unknown"), []).append(r)
+    devices = sorted(by_device)
     if len(devices) < 2:
         return []
     lines = ["## Where the test runs trained", "",
@@ -129,13 +132,13 @@ def _devices_section(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> l
              "claims above pool all seeds, the lines below repeat them on each device's runs alone where every "
              "method has a seed there.", "",
              "| method | " + " | ".join(f"seeds on `{d}`" for d in devices) + " |", "|---|" + "---|" * len(devices)]
-    for method, rs in _by_method(test).items():
-        cells = [", ".join(str(r.get("seed")) for r in rs if str(r.get("device") or "unknown") == d) or "–"
-                 for d in devices]
+    seeds = {d: _by_method(rs) for d, rs in by_device.items()}
+    for method in _by_method(runs):
+        cells = [", ".join(str(r.get("seed")) for r in seeds[d].get(method, [])) or "–" for d in devices]
         lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
     lines.append("")
     for d in devices:
-        verdicts = claims([r for r in test if str(r.get("device") or "unknown") == d], chosen)
+        verdicts = claims(by_device[d], chosen)
         if verdicts:
             lines.append(f"- on `{d}` alone: " + "; ".join(
                 f"{v['setting']} {format_value(v['candidate_mean'])} vs `{v['best']}` {format_value(v['best_mean'])}"
