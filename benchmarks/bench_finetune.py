@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -99,29 +98,16 @@ def wait_for_idle() -> None:
             return
 
 
-def cpu_info() -> dict[str, str]:
-    info = {"name": platform.processor() or "?", "flags": ""}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and info["name"] in ("?", "x86_64", ""):
-                info["name"] = value.strip()
-            if key.strip() == "flags" and not info["flags"]:
-                info["flags"] = value.strip()
-            if key.strip() in ("cpu family", "model") and key.strip() not in info:
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    with contextlib.suppress(Exception):
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                info["name"] = line.split(":", 1)[1].strip()
-    flags = set(info["flags"].split())
-    info["bf16 flags"] = " ".join(
-        f"{f}={'yes' if f in flags else 'no'}" for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    )
-    return info
+def cpu_line() -> str:
+    """The CPU as the run records name it, its family / model numbers and the flags that decide bf16 speed."""
+    from sentence_transformers_hybrid.experiment.devices import cpu_info, cpuinfo_fields
+
+    info, fields = cpu_info(), cpuinfo_fields()
+    flags = set(fields.get("flags", "").split())
+    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}"
+                     for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"))
+    return (f"CPU: {info['model']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}); "
+            f"{info['cores']} logical CPUs; {shown}")
 
 
 # ------------------------------------------------------------------------------------------------------------ matmul
@@ -563,10 +549,8 @@ def main() -> None:
 
     import sentence_transformers_hybrid
 
-    info = cpu_info()
     malloc = {k: os.environ[k] for k in MALLOC_ENV if k in os.environ}
-    print(f"CPU: {info['name']} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}); "
-          f"{os.cpu_count()} logical CPUs; {info['bf16 flags']}")
+    print(cpu_line())
     print(f"torch {torch.__version__} (threads {torch.get_num_threads()}, mkldnn {torch.backends.mkldnn.is_available()}), "
           f"transformers {transformers.__version__}, sentence-transformers {sentence_transformers.__version__}; "
           f"package {sentence_transformers_hybrid.__file__}; allocator env {malloc or 'default'}")

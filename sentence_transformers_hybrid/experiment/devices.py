@@ -27,10 +27,32 @@ from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeviceSetup", "cpu_info", "select_device"]
+__all__ = ["DeviceSetup", "cpu_info", "cpuinfo_fields", "select_device"]
 
 #: CPU flags (as /proc/cpuinfo spells them) that give oneDNN fast bf16 matmuls.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpuinfo_fields(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, str]:
+    r"""The first processor's ``key: value`` lines of ``/proc/cpuinfo`` (``{}`` where there is no such file).
+
+    Example::
+
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile("w", suffix="cpuinfo", delete=False) as f:
+        ...     _ = f.write("processor\t: 0\ncpu family\t: 25\nmodel name\t: AMD EPYC\nflags\t: fpu avx2\n\n"
+        ...                 "processor\t: 1\nmodel name\t: AMD EPYC\n")
+        >>> cpuinfo_fields(f.name)["cpu family"], cpuinfo_fields(f.name)["flags"].split()
+        ('25', ['fpu', 'avx2'])
+    """
+    path = Path(cpuinfo)
+    if not path.is_file():
+        return {}
+    first_block = path.read_text(encoding="utf-8", errors="replace").split("\n\n", 1)[0]
+    fields: dict[str, str] = {}
+    for m in re.finditer(r"^([^:\n]+?)\s*:\s*(.*)$", first_block, re.M):
+        fields.setdefault(m.group(1).strip(), m.group(2).strip())
+    return fields
 
 
 def cpu_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
@@ -42,16 +64,9 @@ def cpu_info(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
         >>> sorted(info)
         ['bf16_flags', 'cores', 'model']
     """
-    model, flags = platform.processor() or platform.machine(), set()
-    path = Path(cpuinfo)
-    if path.is_file():
-        text = path.read_text(encoding="utf-8", errors="replace")
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        if m:
-            model = m.group(1).strip()
-        m = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        if m:
-            flags = set(m.group(1).split())
+    fields = cpuinfo_fields(cpuinfo)
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
     return {"model": model, "cores": os.cpu_count(), "bf16_flags": [f for f in BF16_FLAGS if f in flags]}
 
 
