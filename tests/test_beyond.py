@@ -634,3 +634,48 @@ def test_report_names_the_devices_of_the_test_runs_and_repeats_the_claims_per_de
     one = beyond_markdown(config, {"runs": [r for r in runs if r["device"] == here], "missing": [],
                                    "selection": {"chosen": "merge-mono-l0.5"}})
     assert "## Where the test runs trained" not in one
+
+
+def test_report_compares_the_baselines_retrained_here_with_the_reused_experiments_records_of_the_same_run(tmp_path):
+    """X-X-mono and hybrid retrained here (a merge needs their weights) for seeds the reused finetune experiment also
+    trained: results.md shows the same run's differences between the two machines; reused runs and seeds the
+    finetune experiment lacks have no row, and without any reused record there is no section."""
+    from sentence_transformers_hybrid.experiment.beyond_report import beyond_markdown, beyond_records
+
+    here, there = "cpu (float32)", "cpu (bf16 autocast)"
+    finetune = tmp_path / "docs" / "results" / "finetune" / "runs"
+    finetune.mkdir(parents=True)
+
+    def rec(run_id, mono, cross, multi, rank, device, **extra):
+        return {"run_id": run_id, "mono_map@20": mono, "cross_map@20": cross, "multi_map@20": multi,
+                "rank_distance": rank, "device": device, **extra}
+
+    for run_id, mono in (("mono-s0", .666), ("hybrid-a0.5-s0", .657), ("cross-s0", .650)):
+        (finetune / f"{run_id}.json").write_text(json.dumps(rec(run_id, mono, .56, .47, 350.0, there)))
+    (finetune / "pretrained.json").write_text(json.dumps(rec("pretrained", .6, .5, .4, 400.0, there)))
+    out = tmp_path / "docs" / "results" / "beyond"
+    (out / "runs").mkdir(parents=True)
+    # reused_from is written relative to the folder the experiment ran in (the repository root here)
+    (out / "runs" / "pretrained.json").write_text(json.dumps(
+        rec("pretrained", .6, .5, .4, 400.0, there, reused_from="docs/results/finetune/runs/pretrained.json")))
+    test = [rec("test-mono-s0", .660, .565, .470, 357.0, here, method="mono", seed=0, phase="test"),
+            rec("test-cross-s0", .650, .56, .47, 350.0, there, method="cross", seed=0, phase="test",
+                reused_from={"path": "docs/results/finetune/runs/cross-s0.json"}),
+            rec("test-hybrid-s0", .659, .558, .471, 340.0, here, method="hybrid", seed=0, phase="test"),
+            rec("test-mono-s3", .661, .56, .47, 350.0, here, method="mono", seed=3, phase="test")]
+    for r in test:
+        (out / "runs" / f"{r['run_id']}.json").write_text(json.dumps(r))
+    config = {"runs": [{"run_id": r["run_id"]} for r in test], "selection_rule": "x"}
+    records = beyond_records(out, config)  # from another working directory than the repository root
+    assert [t["run_id"] for t in records["twins"]] == ["test-mono-s0", "test-hybrid-s0"]
+    text = beyond_markdown(config, records)
+    assert "## The same runs on two machines" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `test-mono-s0` |"))
+    assert row.endswith(f"| {here} | {there} | -0.0060 | +0.0050 | +0.0000 | +7.0 |")
+    assert "mono-s0.json`" in row
+    assert "Largest |Δ| mAP@20 over these 2 run(s): 0.0060" in text
+    section = text.split("## The same runs on two machines")[1].split("\n## ")[0]
+    assert "test-cross-s0" not in section and "test-mono-s3" not in section
+    (out / "runs" / "pretrained.json").write_text(json.dumps(rec("pretrained", .6, .5, .4, 400.0, there)))
+    (out / "runs" / "test-cross-s0.json").unlink()
+    assert beyond_records(out, config)["twins"] == []

@@ -26,7 +26,7 @@ RUN_KEYS = ("method", "phase", *FINETUNE_RUN_KEYS)
 
 def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """``{"pretrained", "runs" (the planned runs that have records, in plan order), "missing" (run ids), "selection",
-    "selection_sha256"}`` read from ``out``."""
+    "selection_sha256", "twins" (:func:`finetune_twins`)}`` read from ``out``."""
     out = Path(out)
     runs, missing = [], []
     for planned in config.get("runs", []):
@@ -37,8 +37,10 @@ def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]
             missing.append(planned["run_id"])
     pretrained_file = out / "runs" / "pretrained.json"
     selection_file = out / "selection.json"
+    pretrained = json.loads(pretrained_file.read_text(encoding="utf-8")) if pretrained_file.is_file() else None
     return {
-        "pretrained": json.loads(pretrained_file.read_text(encoding="utf-8")) if pretrained_file.is_file() else None,
+        "twins": finetune_twins(out, runs, pretrained),
+        "pretrained": pretrained,
         "runs": runs,
         "missing": missing,
         "selection": json.loads(selection_file.read_text(encoding="utf-8")) if selection_file.is_file() else None,
@@ -147,6 +149,76 @@ def _devices_section(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> l
     return lines + [""]
 
 
+def _reused_runs_dir(out: Path, reused: Sequence[Any]) -> Path | None:
+    """The ``runs/`` folder of the ``finetune`` experiment this one reused records from (``reused_from`` paths are
+    written relative to the folder the experiment ran in: the nearest of ``out``'s parents that holds the path, as
+    the repository root does for ``docs/results/beyond``, else the current folder)."""
+    for src in reused:
+        path = Path(src.get("path") if isinstance(src, Mapping) else src)
+        bases = [Path()] if path.is_absolute() else [*out.resolve().parents, Path()]
+        for base in bases:
+            if (base / path).is_file():
+                return (base / path).parent
+    return None
+
+
+def finetune_twins(out: str | Path, runs: Sequence[Mapping[str, Any]],
+                   pretrained: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The baselines' test runs trained by this experiment whose run (same mode, seed and configuration) the reused
+    ``finetune`` experiment also trained: ``[{"run_id", "twin" (its path), "record", "twin_record"}]``.
+
+    The ``finetune`` experiment is the one records were reused from (``reused_from``), whose configuration was then
+    checked equal to this one's but for the run set; when nothing was reused, there are no twins. Its record of the
+    same run was trained on its own device: the pair measures what another machine and precision alone move."""
+    out = Path(out)
+    reused = [r["reused_from"] for r in [*runs, pretrained or {}] if r.get("reused_from")]
+    runs_dir = _reused_runs_dir(out, reused)
+    if runs_dir is None:
+        return []
+    twins = []
+    for r in runs:
+        if r.get("phase") != "test" or r.get("method") not in BASELINES or r.get("reused_from"):
+            continue
+        twin_id = f"hybrid-a0.5-s{r.get('seed')}" if r["method"] == "hybrid" else f"{r['method']}-s{r.get('seed')}"
+        path = runs_dir / f"{twin_id}.json"
+        if path.is_file():
+            twins.append({"run_id": r.get("run_id"), "twin": str(path), "record": r,
+                          "twin_record": json.loads(path.read_text(encoding="utf-8"))})
+    return twins
+
+
+def _signed(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}"
+
+
+def _twins_section(twins: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The same runs trained twice, here and by the reused ``finetune`` experiment: their differences."""
+    if not twins:
+        return []
+    lines = ["## The same runs on two machines", "",
+             "These baseline runs were trained here and, with the same configuration, seed and batches, by the "
+             "`finetune` experiment this one reuses records from (on its own device and precision). Their "
+             "differences are what the machine and precision alone move, the kind of difference the reused "
+             "records carry into the pooled test table.", "",
+             "| run | other record | device here | its device | Δ mono | Δ cross | Δ multi | Δ rank distance |",
+             "|---|---|---|---|---|---|---|---|"]
+    deltas = []
+    for t in twins:
+        a, b = t["record"], t["twin_record"]
+        d = [a.get(f"{s}_map@20") - b.get(f"{s}_map@20")
+             if a.get(f"{s}_map@20") is not None and b.get(f"{s}_map@20") is not None else None for s in SETTINGS]
+        deltas += [x for x in d if x is not None]
+        rank = (a["rank_distance"] - b["rank_distance"]
+                if a.get("rank_distance") is not None and b.get("rank_distance") is not None else None)
+        lines.append(f"| `{t['run_id']}` | `{t['twin']}` | {a.get('device') or '–'} | {b.get('device') or '–'} | "
+                     + " | ".join(_signed(x, 4) for x in d) + f" | {_signed(rank, 1)} |")
+    if deltas:
+        lines += ["", f"Largest |Δ| mAP@20 over these {len(twins)} run(s): "
+                      f"{format_value(max(abs(x) for x in deltas), digits=4)}; mean |Δ| "
+                      f"{format_value(sum(abs(x) for x in deltas) / len(deltas), digits=4)}."]
+    return lines + [""]
+
+
 def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> str:
     """``results.md``: the protocol, the dev selection, the test table, the claims, CKA by layer, per-run times."""
     runs, missing, selection = records["runs"], records["missing"], records.get("selection")
@@ -210,6 +282,7 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R.", ""]
 
     lines += _devices_section(runs, chosen)
+    lines += _twins_section(records.get("twins") or [])
 
     cka = {m: [r["cka_by_layer"] for r in rs if r.get("cka_by_layer")] for m, rs in by.items()}
     cka = {m: v for m, v in cka.items() if v}
