@@ -17,7 +17,8 @@ from .report import RUN_KEYS as FINETUNE_RUN_KEYS
 from .stats import format_value, mean_sd, sd_shown
 from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior, worst_margin
 
-__all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "summary_text", "write_beyond_outputs"]
+__all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "finetune_twins", "summary_text",
+           "write_beyond_outputs"]
 
 #: the per-run keys of the finetune preset's runs.json, plus the method and phase of the protocol
 #: the finetune schema's run keys (report.RUN_KEYS), led by which method and phase the run belongs to
