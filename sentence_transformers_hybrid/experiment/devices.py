@@ -38,12 +38,14 @@ def cpuinfo_fields(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, st
 
     Example::
 
-        >>> import tempfile
-        >>> with tempfile.NamedTemporaryFile("w", suffix="cpuinfo", delete=False) as f:
-        ...     _ = f.write("processor\t: 0\ncpu family\t: 25\nmodel name\t: AMD EPYC\nflags\t: fpu avx2\n\n"
-        ...                 "processor\t: 1\nmodel name\t: AMD EPYC\n")
-        >>> cpuinfo_fields(f.name)["cpu family"], cpuinfo_fields(f.name)["flags"].split()
-        ('25', ['fpu', 'avx2'])
+        >>> import pathlib, tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = pathlib.Path(folder, "cpuinfo")
+        ...     _ = path.write_text("processor\t: 0\ncpu family\t: 25\nmodel name\t: AMD EPYC\nflags\t: fpu avx2\n\n"
+        ...                         "processor\t: 1\nmodel name\t: Other\n")
+        ...     fields = cpuinfo_fields(path)
+        >>> fields["cpu family"], fields["model name"], fields["flags"].split()
+        ('25', 'AMD EPYC', ['fpu', 'avx2'])
     """
     path = Path(cpuinfo)
     if not path.is_file():
