@@ -672,7 +672,7 @@ def test_report_compares_the_baselines_retrained_here_with_the_reused_experiment
     assert "## The same runs on two machines" in text
     row = next(line for line in text.splitlines() if line.startswith("| `test-mono-s0` |"))
     assert row.endswith(f"| {here} | {there} | -0.0060 | +0.0050 | +0.0000 | +7.0 |")
-    assert "mono-s0.json`" in row
+    assert "| `docs/results/finetune/runs/mono-s0.json` |" in row  # as the records name it, not the machine's path
     assert "Largest |Δ| mAP@20 over these 2 run(s): 0.0060" in text
     section = text.split("## The same runs on two machines")[1].split("\n## ")[0]
     assert "test-cross-s0" not in section and "test-mono-s3" not in section

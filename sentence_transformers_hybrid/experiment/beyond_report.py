@@ -150,16 +150,17 @@ def _devices_section(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> l
     return lines + [""]
 
 
-def _reused_runs_dir(out: Path, reused: Sequence[Any]) -> Path | None:
-    """The ``runs/`` folder of the ``finetune`` experiment this one reused records from (``reused_from`` paths are
-    written relative to the folder the experiment ran in: the nearest of ``out``'s parents that holds the path, as
-    the repository root does for ``docs/results/beyond``, else the current folder)."""
+def _reused_runs_dir(out: Path, reused: Sequence[Any]) -> tuple[Path, Path] | None:
+    """The ``runs/`` folder of the ``finetune`` experiment this one reused records from, as the records name it and
+    where it is (``reused_from`` paths are written relative to the folder the experiment ran in: the nearest of
+    ``out``'s parents that holds the path, as the repository root does for ``docs/results/beyond``, else the
+    current folder)."""
     for src in reused:
         path = Path(src.get("path") if isinstance(src, Mapping) else src)
         bases = [Path()] if path.is_absolute() else [*out.resolve().parents, Path()]
         for base in bases:
             if (base / path).is_file():
-                return (base / path).parent
+                return path.parent, (base / path).parent
     return None
 
 
@@ -173,9 +174,10 @@ def finetune_twins(out: str | Path, runs: Sequence[Mapping[str, Any]],
     same run was trained on its own device: the pair measures what another machine and precision alone move."""
     out = Path(out)
     reused = [r["reused_from"] for r in [*runs, pretrained or {}] if r.get("reused_from")]
-    runs_dir = _reused_runs_dir(out, reused)
-    if runs_dir is None:
+    found = _reused_runs_dir(out, reused)
+    if found is None:
         return []
+    named, runs_dir = found
     twins = []
     for r in runs:
         if r.get("phase") != "test" or r.get("method") not in BASELINES or r.get("reused_from"):
@@ -183,7 +185,7 @@ def finetune_twins(out: str | Path, runs: Sequence[Mapping[str, Any]],
         twin_id = f"hybrid-a0.5-s{r.get('seed')}" if r["method"] == "hybrid" else f"{r['method']}-s{r.get('seed')}"
         path = runs_dir / f"{twin_id}.json"
         if path.is_file():
-            twins.append({"run_id": r.get("run_id"), "twin": str(path), "record": r,
+            twins.append({"run_id": r.get("run_id"), "twin": str(named / path.name), "record": r,
                           "twin_record": json.loads(path.read_text(encoding="utf-8"))})
     return twins
 
