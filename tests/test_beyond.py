@@ -679,3 +679,23 @@ def test_report_compares_the_baselines_retrained_here_with_the_reused_experiment
     (out / "runs" / "pretrained.json").write_text(json.dumps(rec("pretrained", .6, .5, .4, 400.0, there)))
     (out / "runs" / "test-cross-s0.json").unlink()
     assert beyond_records(out, config)["twins"] == []
+
+
+def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
+    """One seed of every method is not enough for the non-inferiority claims (no pooled sd): the report says what
+    is missing instead of a verdict; a second seed of the candidate gives one."""
+    from sentence_transformers_hybrid.experiment.beyond_report import beyond_markdown, claims
+
+    def rec(method, seed, mono):
+        return {"phase": "test", "run_id": f"test-{method}-s{seed}", "method": method, "seed": seed,
+                "mono_map@20": mono, "cross_map@20": .56, "multi_map@20": .47, "rank_distance": 360.0}
+
+    runs = [rec("mono", 0, .664), rec("cross", 0, .646), rec("hybrid", 0, .657), rec("merge-mono-l0.75", 0, .662)]
+    assert claims(runs, "merge-mono-l0.75") == []
+    config = {"runs": [r["run_id"] for r in runs], "selection_rule": "x"}
+    text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})
+    assert "with seeds enough for a pooled sd" in text
+    runs.append(rec("merge-mono-l0.75", 1, .660))
+    verdicts = claims(runs, "merge-mono-l0.75")
+    assert [v["setting"] for v in verdicts] == ["mono", "cross", "multi"]
+    assert verdicts[0]["best"] == "mono" and verdicts[0]["candidate_mean"] == pytest.approx(.661)

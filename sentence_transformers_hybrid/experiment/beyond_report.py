@@ -282,7 +282,8 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
                   + (f" ({', '.join(held)})." if held else ".") + (" As measured: no setting holds." if not held else ""),
                   ""]
     else:
-        lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R.", ""]
+        lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R, with seeds enough for a "
+                  "pooled sd (two of the candidate or of the best baseline).", ""]
 
     lines += _devices_section(runs, chosen)
     lines += _twins_section(records.get("twins") or [])
