@@ -688,13 +688,17 @@ def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
 
     def rec(method, seed, mono):
         return {"phase": "test", "run_id": f"test-{method}-s{seed}", "method": method, "seed": seed,
-                "mono_map@20": mono, "cross_map@20": .56, "multi_map@20": .47, "rank_distance": 360.0}
+                "mono_map@20": mono, "cross_map@20": .57 if method == "hybrid" else .56, "multi_map@20": .47,
+                "rank_distance": 360.0}
 
     runs = [rec("mono", 0, .664), rec("cross", 0, .646), rec("hybrid", 0, .657), rec("merge-mono-l0.75", 0, .662)]
     assert claims(runs, "merge-mono-l0.75") == []
     config = {"runs": [r["run_id"] for r in runs], "selection_rule": "x"}
     text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})
     assert "with seeds enough for a pooled sd" in text
+    runs.append(rec("mono", 1, .664))  # two seeds of mono, one of the candidate: mono is best, 3 values pooled
+    # mono: 3 values pooled; cross: hybrid is best with one seed, no sd yet (this raised before); multi: mono wins the tie
+    assert [v["setting"] for v in claims(runs, "merge-mono-l0.75")] == ["mono", "multi"]
     runs.append(rec("merge-mono-l0.75", 1, .660))
     verdicts = claims(runs, "merge-mono-l0.75")
     assert [v["setting"] for v in verdicts] == ["mono", "cross", "multi"]

@@ -88,7 +88,9 @@ def claims(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[dict[s
     for s in SETTINGS:
         cand = [float(r[f"{s}_map@20"]) for r in by[chosen]]
         base = {b: [float(r[f"{s}_map@20"]) for r in by[b]] for b in BASELINES}
-        if len(cand) + max(len(v) for v in base.values()) < 3:
+        means = {b: sum(v) / len(v) for b, v in base.items()}
+        best = max(means, key=lambda n: (means[n], n))  # as non_inferior picks it: its sd is pooled with the candidate's
+        if len(cand) + len(base[best]) < 3:
             continue
         out.append({"setting": s, "candidate": chosen, "seeds": len(cand), **non_inferior(cand, base)})
     return out
