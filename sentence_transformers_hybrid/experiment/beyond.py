@@ -57,7 +57,14 @@ from .runner import (
     load_average,
     load_data,
 )
-from .selection import BASELINES, NON_INFERIORITY_RULE, SELECTION_RULE, select_candidate, worst_margin
+from .selection import (
+    BASELINES,
+    NON_INFERIORITY_RULE,
+    SELECTION_RULE,
+    finetune_run_id,
+    select_candidate,
+    worst_margin,
+)
 from .training import train_run
 
 logger = logging.getLogger(__name__)
@@ -208,8 +215,7 @@ def reusable_finetune_record(finetune_dir: str | Path, config: dict[str, Any], m
     that experiment computed what this one would (its ``config.json`` equals ``config`` but for the run set, the
     name, the text and ``save_models``), else ``(None, the reason)``."""
     finetune_dir = Path(finetune_dir)
-    run_id = f"{mode}-a0.5-s{seed}" if mode == "hybrid" else f"{mode}-s{seed}"
-    path, stored_file = finetune_dir / "runs" / f"{run_id}.json", finetune_dir / "config.json"
+    path, stored_file = finetune_dir / "runs" / f"{finetune_run_id(mode, seed)}.json", finetune_dir / "config.json"
     if not path.is_file() or not stored_file.is_file():
         return None, f"no {path}" if stored_file.is_file() else f"no {stored_file}"
     stored = _read_json(stored_file)

@@ -15,7 +15,15 @@ from typing import Any
 from .._utils import atomic_write_json, atomic_write_text
 from .report import RUN_KEYS as FINETUNE_RUN_KEYS
 from .stats import format_value, mean_sd, sd_shown
-from .selection import BASELINES, NON_INFERIORITY_RULE, SETTINGS, non_inferior, worst_margin
+from .selection import (
+    BASELINES,
+    NON_INFERIORITY_RULE,
+    SETTINGS,
+    best_baseline,
+    finetune_run_id,
+    non_inferior,
+    worst_margin,
+)
 
 __all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "finetune_twins", "summary_text",
            "write_beyond_outputs"]
@@ -88,9 +96,7 @@ def claims(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[dict[s
     for s in SETTINGS:
         cand = [float(r[f"{s}_map@20"]) for r in by[chosen]]
         base = {b: [float(r[f"{s}_map@20"]) for r in by[b]] for b in BASELINES}
-        means = {b: sum(v) / len(v) for b, v in base.items()}
-        best = max(means, key=lambda n: (means[n], n))  # as non_inferior picks it: its sd is pooled with the candidate's
-        if len(cand) + len(base[best]) < 3:
+        if len(cand) + len(base[best_baseline(base)]) < 3:  # the candidate's sd is pooled with the best baseline's
             continue
         out.append({"setting": s, "candidate": chosen, "seeds": len(cand), **non_inferior(cand, base)})
     return out
@@ -184,8 +190,7 @@ def finetune_twins(out: str | Path, runs: Sequence[Mapping[str, Any]],
     for r in runs:
         if r.get("phase") != "test" or r.get("method") not in BASELINES or r.get("reused_from"):
             continue
-        twin_id = f"hybrid-a0.5-s{r.get('seed')}" if r["method"] == "hybrid" else f"{r['method']}-s{r.get('seed')}"
-        path = runs_dir / f"{twin_id}.json"
+        path = runs_dir / f"{finetune_run_id(r['method'], r.get('seed'))}.json"
         if path.is_file():
             twins.append({"run_id": r.get("run_id"), "twin": str(named / path.name), "record": r,
                           "twin_record": json.loads(path.read_text(encoding="utf-8"))})
@@ -194,6 +199,11 @@ def finetune_twins(out: str | Path, runs: Sequence[Mapping[str, Any]],
 
 def _signed(x: float | None, digits: int) -> str:
     return "–" if x is None else f"{x:+.{digits}f}"
+
+
+def _difference(a: Mapping[str, Any], b: Mapping[str, Any], key: str) -> float | None:
+    """``a[key] - b[key]``; None where either record lacks the figure."""
+    return None if a.get(key) is None or b.get(key) is None else a[key] - b[key]
 
 
 def _twins_section(twins: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -210,11 +220,9 @@ def _twins_section(twins: Sequence[Mapping[str, Any]]) -> list[str]:
     deltas = []
     for t in twins:
         a, b = t["record"], t["twin_record"]
-        d = [a.get(f"{s}_map@20") - b.get(f"{s}_map@20")
-             if a.get(f"{s}_map@20") is not None and b.get(f"{s}_map@20") is not None else None for s in SETTINGS]
+        d = [_difference(a, b, f"{s}_map@20") for s in SETTINGS]
         deltas += [x for x in d if x is not None]
-        rank = (a["rank_distance"] - b["rank_distance"]
-                if a.get("rank_distance") is not None and b.get("rank_distance") is not None else None)
+        rank = _difference(a, b, "rank_distance")
         lines.append(f"| `{t['run_id']}` | `{t['twin']}` | {a.get('device') or '–'} | {b.get('device') or '–'} | "
                      + " | ".join(_signed(x, 4) for x in d) + f" | {_signed(rank, 1)} |")
     if deltas:

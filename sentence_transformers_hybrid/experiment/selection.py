@@ -17,12 +17,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .presets import RunSpec
 from .stats import mean_sd
 from .stats import pooled_sd as stats_pooled_sd
 
 __all__ = [
-    "BASELINES", "NON_INFERIORITY_FLOOR", "NON_INFERIORITY_RULE", "SELECTION_RULE", "SETTINGS", "non_inferior",
-    "pooled_sd", "select_candidate", "worst_margin",
+    "BASELINES", "NON_INFERIORITY_FLOOR", "NON_INFERIORITY_RULE", "SELECTION_RULE", "SETTINGS", "best_baseline",
+    "finetune_run_id", "non_inferior", "pooled_sd", "select_candidate", "worst_margin",
 ]
 
 BASELINES: tuple[str, ...] = ("mono", "cross", "hybrid")
@@ -116,6 +117,29 @@ def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
     return sd
 
 
+def finetune_run_id(baseline: str, seed: int) -> str:
+    """The ``finetune`` preset's run id of a baseline (hybrid at its alpha 0.5).
+
+    Example::
+
+        >>> finetune_run_id("hybrid", 2), finetune_run_id("mono", 0)
+        ('hybrid-a0.5-s2', 'mono-s0')
+    """
+    return RunSpec(baseline, 0.5 if baseline == "hybrid" else None, seed).run_id
+
+
+def best_baseline(baselines: Mapping[str, Sequence[float]]) -> str:
+    """The baseline with the highest mean (ties: the later name), as :func:`non_inferior` compares with it.
+
+    Example::
+
+        >>> best_baseline({"mono": [.664, .666], "cross": [.646], "hybrid": [.657]})
+        'mono'
+    """
+    means = {name: sum(v) / len(v) for name, v in baselines.items()}
+    return max(means, key=lambda n: (means[n], n))
+
+
 def non_inferior(candidate: Sequence[float], baselines: Mapping[str, Sequence[float]],
                  floor: float = NON_INFERIORITY_FLOOR) -> dict[str, Any]:
     """The :data:`NON_INFERIORITY_RULE` verdict in one setting.
@@ -137,11 +161,11 @@ def non_inferior(candidate: Sequence[float], baselines: Mapping[str, Sequence[fl
     """
     if not candidate or not baselines or any(not v for v in baselines.values()):
         raise ValueError("non_inferior needs values for the candidate and every baseline")
-    means = {name: sum(v) / len(v) for name, v in baselines.items()}
-    best = max(means, key=lambda n: (means[n], n))
+    best = best_baseline(baselines)
+    best_mean = sum(baselines[best]) / len(baselines[best])
     c_mean = sum(candidate) / len(candidate)
     sd = pooled_sd(candidate, baselines[best])
     margin = max(float(floor), sd)
-    threshold = means[best] - margin
-    return {"holds": bool(c_mean >= threshold), "candidate_mean": c_mean, "best": best, "best_mean": means[best],
-            "pooled_sd": sd, "margin": margin, "threshold": threshold, "difference": c_mean - means[best]}
+    threshold = best_mean - margin
+    return {"holds": bool(c_mean >= threshold), "candidate_mean": c_mean, "best": best, "best_mean": best_mean,
+            "pooled_sd": sd, "margin": margin, "threshold": threshold, "difference": c_mean - best_mean}
