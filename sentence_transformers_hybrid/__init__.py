@@ -89,7 +89,7 @@ from .models import (
     trim_vocabulary,
 )
 from .sampling import HybridBatchSampler, HybridBatchSamplerFactory, SamplerConfigCallback, training_dataset
-from .sampling import parallel_query_dataset
+from .sampling import parallel_query_dataset, save_from_main_process
 from .translate import M2M100Translator, TranslationCache, translate_file, translate_parallel
 
 _compat.install()
@@ -115,6 +115,7 @@ __all__ = [
     "lareqa_dev_protocol",
     "merge_models",
     "parallel_query_dataset",
+    "save_from_main_process",
     "split_lareqa_by_article",
     "BEIRRetrievalEvaluator",
     "CANDIDATE_WITH_CONTEXT",

@@ -41,7 +41,7 @@ def train(out: Path, stop_at: int | None = None, resume: str | None = None) -> l
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
-    from sentence_transformers_hybrid import HybridBatchSampler, ParallelCorpus
+    from sentence_transformers_hybrid import HybridBatchSampler, ParallelCorpus, save_from_main_process
     from sentence_transformers_hybrid.losses import hybrid_loss
     from sentence_transformers_hybrid.testing import tiny_static_model
 
@@ -66,10 +66,10 @@ def train(out: Path, stop_at: int | None = None, resume: str | None = None) -> l
                 control.should_training_stop = True  # the checkpoint of this step is still saved
 
     stop = Stop()
-    trainer = SentenceTransformerTrainer(
+    trainer = save_from_main_process(SentenceTransformerTrainer(  # else both ranks write each checkpoint at once
         model=model, args=args, train_dataset=corpus.to_dataset(),
         loss=hybrid_loss(model, gather_across_devices=True), callbacks=[factory.callback, stop],
-    )
+    ))
     seen: list[tuple[str, list[str]]] = []
     preprocess = trainer.data_collator.preprocess_fn
 

@@ -96,3 +96,41 @@ def test_resume_in_epoch_1_on_two_processes_trains_the_uninterrupted_batches(ran
         assert r["stopped"] == r["full"][:stop]
         # the resumed steps are epoch 1's (and then epoch 2's), not a replay of epoch 0's order
         assert r["resumed"] == r["full"][stop:], f"rank {r['rank']}: resumed batches differ from the uninterrupted run"
+
+
+def _trainer(tmp_path):
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from sentence_transformers_hybrid import ParallelCorpus
+    from sentence_transformers_hybrid.losses import hybrid_loss
+    from sentence_transformers_hybrid.testing import tiny_static_model
+
+    recs = [{"group": f"g{i}", "lang": lang, "query": f"q{i} {lang}", "passage": f"p{i} {lang}"}
+            for i in range(4) for lang in ("de", "en")]
+    model = tiny_static_model([r["query"] + " " + r["passage"] for r in recs], dim=8, seed=0)
+    args = SentenceTransformerTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none")
+    return SentenceTransformerTrainer(model=model, args=args, train_dataset=ParallelCorpus.from_records(recs).to_dataset(),
+                                      loss=hybrid_loss(model))
+
+
+@pytest.mark.parametrize("main_process", [False, True])
+def test_save_from_main_process_writes_model_files_on_the_saving_rank_only(tmp_path, monkeypatch, main_process):
+    """The stock trainer's save path (save_model -> _save), with ``should_save`` as a non-main rank sees it."""
+    from sentence_transformers_hybrid import save_from_main_process
+
+    trainer = _trainer(tmp_path)
+    assert save_from_main_process(save_from_main_process(trainer)) is trainer  # twice: one wrapper
+    monkeypatch.setattr(type(trainer.args), "should_save", property(lambda self: main_process))
+    trainer.save_model(str(tmp_path / "ckpt"))
+    written = sorted(p.name for p in (tmp_path / "ckpt").iterdir()) if (tmp_path / "ckpt").is_dir() else []
+    if main_process:
+        assert {"model.safetensors", "modules.json", "tokenizer.json"} <= set(written), written
+    else:
+        assert written == [], f"a rank with should_save=False wrote {written}"
+
+
+def test_save_from_main_process_rejects_what_is_not_a_trainer():
+    from sentence_transformers_hybrid import save_from_main_process
+
+    with pytest.raises(TypeError, match="needs a transformers Trainer"):
+        save_from_main_process(object())

@@ -198,7 +198,7 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     from ..losses import hybrid_loss
-    from ..sampling import HybridBatchSampler
+    from ..sampling import HybridBatchSampler, save_from_main_process
 
     output_dir = Path(output_dir)
     if setup is None and preset.bf16 == "auto":
@@ -246,10 +246,10 @@ def train_run(model, corpus: ParallelCorpus, spec: RunSpec, preset: Preset, outp
         train_dataset = parallel_query_dataset(corpus, seed=spec.seed)
     label = label or spec.run_id
     progress = TrainingProgress(preset.batch_size * sampler_world_size(), desc=label)
-    trainer = SentenceTransformerTrainer(
+    trainer = save_from_main_process(SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset, loss=loss,
         callbacks=[sampler.callback, progress],
-    )
+    ))
     last = resumable_checkpoint(output_dir) if resume and save else None
     if last:
         logger.info("run %s resumes from %s", label, last)
