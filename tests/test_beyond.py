@@ -526,10 +526,13 @@ def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt
         state = SimpleNamespace(log_history=[])  # train_run reads the loss curve from it
 
         def __init__(self, **kwargs):
-            seen.update(kwargs)
+            seen.update(kwargs, trainer=self)
 
         def train(self, resume_from_checkpoint=None):
             seen["rows"] = seen["train_dataset"][:2]
+
+        def _save(self, output_dir=None, state_dict=None):
+            pass
 
     monkeypatch.setattr(sentence_transformers, "SentenceTransformerTrainer", FakeTrainer)
     corpus = _parallel_corpus(groups=8)
@@ -543,6 +546,7 @@ def test_train_run_with_a_consistency_weight_uses_the_parallel_column_its_prompt
     assert [c.desc for c in seen["callbacks"] if hasattr(c, "desc")] == ["dev-consistency-b0.5-s0"]
     assert seen["args"].prompts == {"query": "query: ", "passage": "passage: ", PARALLEL_QUERY_COLUMN: "query: "}
     assert list(seen["rows"]) == ["query", "passage", PARALLEL_QUERY_COLUMN]
+    assert "_save" in vars(seen["trainer"])  # save_from_main_process wrapped this trainer's _save
     seen.clear()
     train_run(model, corpus, RunSpec("hybrid", 0.5, 0), preset, tmp_path, prompts)
     assert not isinstance(seen["loss"], ParallelConsistencyLoss) and list(seen["rows"]) == ["query", "passage"]
