@@ -699,7 +699,7 @@ def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
     assert claims(runs, "merge-mono-l0.75") == []
     config = {"runs": [r["run_id"] for r in runs], "selection_rule": "x"}
     text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})
-    assert "with seeds enough for a pooled sd" in text
+    assert "with seeds enough for a pooled sd (three values" in text
     runs.append(rec("mono", 1, .664))  # two seeds of mono, one of the candidate: mono is best, 3 values pooled
     # mono: 3 values pooled; cross: hybrid is best with one seed, no sd yet (this raised before); multi: mono wins the tie
     assert [v["setting"] for v in claims(runs, "merge-mono-l0.75")] == ["mono", "multi"]
@@ -707,3 +707,14 @@ def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
     verdicts = claims(runs, "merge-mono-l0.75")
     assert [v["setting"] for v in verdicts] == ["mono", "cross", "multi"]
     assert verdicts[0]["best"] == "mono" and verdicts[0]["candidate_mean"] == pytest.approx(.661)
+    # a PARTIAL report says its claims are interim, in results.md and on the console; a finished one does not
+    from sentence_transformers_hybrid.experiment.beyond_report import summary_text
+
+    partial = beyond_markdown(config, {"runs": runs, "missing": ["test-mono-s2"], "selection": {"chosen": "merge-mono-l0.75"}})
+    assert "**Interim**: these claims pool the finished runs only (the candidate's seeds 0, 1)" in partial
+    assert "waits for the 1 missing run(s)" in partial
+    done = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})
+    assert "## Claims" in done and "Interim" not in done
+    summary = {"chosen": "merge-mono-l0.75", "claims": verdicts, "partial": True, "missing": ["test-mono-s2"]}
+    assert all(line.endswith("(interim: runs missing)") for line in summary_text(summary, ".").splitlines()[1:4])
+    assert "interim" not in summary_text({**summary, "partial": False, "missing": []}, ".")

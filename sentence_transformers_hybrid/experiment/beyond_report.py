@@ -88,7 +88,8 @@ def _by_method(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str,
 
 
 def claims(runs: Sequence[Mapping[str, Any]], chosen: str | None) -> list[dict[str, Any]]:
-    """The non-inferiority verdict of ``chosen`` in each setting (needs 2+ seeds of it and of every baseline)."""
+    """The non-inferiority verdict of ``chosen`` in each setting: once it and every baseline have a record, in each
+    setting where the candidate and that setting's best baseline have 3 values together (their pooled sd)."""
     by = _by_method(runs)
     if chosen is None or chosen in BASELINES or chosen not in by or any(b not in by for b in BASELINES):
         return []
@@ -291,9 +292,13 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         lines += ["", f"`{chosen}` is non-inferior to the best baseline in {len(held)} of {len(verdicts)} settings"
                   + (f" ({', '.join(held)})." if held else ".") + (" As measured: no setting holds." if not held else ""),
                   ""]
+        if missing:
+            lines += [f"**Interim**: these claims pool the finished runs only (the candidate's seeds "
+                      f"{', '.join(str(r['seed']) for r in _by_method(runs)[chosen])}); the test's verdict waits for "
+                      f"the {len(missing)} missing run(s) above.", ""]
     else:
         lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R, with seeds enough for a "
-                  "pooled sd (two of the candidate or of the best baseline).", ""]
+                  "pooled sd (three values of the candidate and the setting's best baseline together).", ""]
 
     lines += _devices_section(runs, chosen)
     lines += _twins_section(records.get("twins") or [])
@@ -358,9 +363,10 @@ def summary_text(summary: Mapping[str, Any], output_dir: str | Path) -> str:
     """Three lines for the console: the choice, the claims, what was written (PARTIAL when runs are missing)."""
     out = Path(output_dir)
     lines = [f"beyond: chosen on dev: {summary.get('chosen') or '(dev phase not finished)'}"]
+    interim = " (interim: runs missing)" if summary.get("partial") else ""
     for v in summary.get("claims") or []:
         lines.append(f"  {v['setting']}: {v['candidate_mean']:.3f} vs best baseline {v['best']} {v['best_mean']:.3f} "
-                     f"(threshold {v['threshold']:.3f}): {'non-inferior' if v['holds'] else 'inferior'}")
+                     f"(threshold {v['threshold']:.3f}): {'non-inferior' if v['holds'] else 'inferior'}{interim}")
     if summary.get("partial"):
         lines.append(f"PARTIAL: {len(summary.get('missing') or [])} run(s) missing: {', '.join(summary['missing'])}")
     # selection.json is the protocol's own (written once, when the dev phase ends), not the report's
