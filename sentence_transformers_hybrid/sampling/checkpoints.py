@@ -1,8 +1,8 @@
 """One writer per checkpoint under DDP: :func:`save_from_main_process`.
 
-transformers moved the "only the main process saves" check of ``Trainer.save_model`` into ``Trainer._save``
-(huggingface/transformers#48569, for tensor parallelism: every rank must reach ``save_pretrained`` there).
-sentence-transformers overrides ``_save`` and assumes it is only called on the main process (up to at least 6.3.0
+In transformers 5.25 ``Trainer.save_model`` calls ``Trainer._save`` on every rank and the "only the main process
+saves" check (``args.should_save``) lives inside ``_save`` (under tensor parallelism every rank must reach
+``save_pretrained``; see the discussion in huggingface/transformers#48569). sentence-transformers overrides ``_save`` and assumes it is only called on the main process (up to at least 6.3.0
 with transformers 5.25), so under ``torchrun`` **every rank writes the model files of every checkpoint into the same
 folder at once**. Two ranks truncating and rewriting ``tokenizer.json`` or ``model.safetensors`` together can leave
 a file with the tail of the other's write, and the resume then fails (``trailing characters at line 261``) or, worse,
