@@ -294,7 +294,7 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
                   ""]
         if missing:
             lines += [f"**Interim**: these claims pool the finished runs only (the candidate's seeds "
-                      f"{', '.join(str(r['seed']) for r in _by_method(runs)[chosen])}); the test's verdict waits for "
+                      f"{', '.join(str(r['seed']) for r in by[chosen])}); the test's verdict waits for "
                       f"the {len(missing)} missing run(s) above.", ""]
     else:
         lines += ["Not yet: the claims need the chosen candidate and every baseline on MLQA-R, with seeds enough for a "

@@ -2,11 +2,12 @@
 
 In transformers 5.25 ``Trainer.save_model`` calls ``Trainer._save`` on every rank and the "only the main process
 saves" check (``args.should_save``) lives inside ``_save`` (under tensor parallelism every rank must reach
-``save_pretrained``; see the discussion in huggingface/transformers#48569). sentence-transformers overrides ``_save`` and assumes it is only called on the main process (up to at least 6.3.0
-with transformers 5.25), so under ``torchrun`` **every rank writes the model files of every checkpoint into the same
-folder at once**. Two ranks truncating and rewriting ``tokenizer.json`` or ``model.safetensors`` together can leave
-a file with the tail of the other's write, and the resume then fails (``trailing characters at line 261``) or, worse,
-loads a mix. Our 2-process test (``tests/test_distributed.py``) met exactly that.
+``save_pretrained``; see the discussion in huggingface/transformers#48569). sentence-transformers (up to at least
+6.3.0) overrides ``_save`` and assumes it is only called on the main process, so under ``torchrun`` **every rank
+writes the model files of every checkpoint into the same folder at once**. Two ranks truncating and rewriting
+``tokenizer.json`` or ``model.safetensors`` together can leave a file with the tail of the other's write, and the
+resume then fails (``trailing characters at line 261``) or, worse, loads a mix. Our
+2-process test (``tests/test_distributed.py``) met exactly that.
 
 :func:`save_from_main_process` wraps one trainer's ``_save`` so that only the ranks with
 ``args.should_save`` (the main process, or each node's with ``save_on_each_node``) write; optimizer, scheduler and
@@ -35,8 +36,7 @@ def save_from_main_process(trainer: T) -> T:
 
     Example: on a rank that must not save (here faked with ``should_save=False``), nothing is written::
 
-        >>> import tempfile, types
-        >>> from pathlib import Path
+        >>> import types
         >>> written = []
         >>> trainer = types.SimpleNamespace(args=types.SimpleNamespace(should_save=False),
         ...                                 _save=lambda output_dir=None, state_dict=None: written.append(output_dir))
@@ -48,8 +48,9 @@ def save_from_main_process(trainer: T) -> T:
         ['checkpoint-8']
     """
     save = getattr(trainer, "_save", None)
-    if save is None or not callable(save):
-        raise TypeError(f"save_from_main_process needs a transformers Trainer (with _save), got {type(trainer).__name__}")
+    if not callable(save):
+        raise TypeError(
+            f"save_from_main_process needs a transformers Trainer (with _save), got {type(trainer).__name__}")
     if getattr(save, _MARK, False):
         return trainer
 
