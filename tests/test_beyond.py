@@ -414,7 +414,8 @@ def test_dev_phase_writes_selection_json_with_the_issue_schema(beyond_dev):
     assert summary["partial"] and "PARTIAL" in (out / "results.md").read_text()
 
 
-def test_test_phase_reuses_matching_finetune_records_and_resumes_run_by_run(beyond_dev, tmp_path, data_dir, monkeypatch):
+def test_test_phase_reuses_matching_finetune_records_and_resumes_run_by_run(beyond_dev, tmp_path, data_dir,
+                                                                             monkeypatch):
     dev_out, _ = beyond_dev
     out = tmp_path / "exp"
     shutil.copytree(dev_out, out)
@@ -618,7 +619,8 @@ def test_report_names_the_devices_of_the_test_runs_and_repeats_the_claims_per_de
     section."""
     from sentence_transformers_hybrid.experiment.beyond_report import beyond_markdown
 
-    here, there = "cpu (AMD EPYC, 2 cores); flags: no bf16; float32", "cpu (AMD EPYC); flags: avx512_bf16; bf16 autocast"
+    here = "cpu (AMD EPYC, 2 cores); flags: no bf16; float32"
+    there = "cpu (AMD EPYC); flags: avx512_bf16; bf16 autocast"
 
     def rec(method, seed, mono, device):
         return {"phase": "test", "run_id": f"test-{method}-s{seed}", "method": method, "seed": seed,
@@ -635,6 +637,11 @@ def test_report_names_the_devices_of_the_test_runs_and_repeats_the_claims_per_de
     alone = next(line for line in text.splitlines() if line.startswith(f"- on `{here}` alone"))
     assert "mono 0.655 vs `hybrid` 0.650" in alone and "holds" in alone and f"`{there}` alone" not in text
     assert f"| {here} |" in text  # the per-run times name each run's device
+    runs[-1].update(resumed_from="out/checkpoints/test-merge-mono-l0.5-s4/checkpoint-100", train_seconds=600.0)
+    text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.5"}})
+    row = next(line for line in text.splitlines() if line.startswith("| `test-merge-mono-l0.5-s4` |"))
+    assert row.endswith(f"| 10.0 | – | {here} | resumed from `checkpoint-100`: its minutes up to that checkpoint plus "
+                        "after the resume |")
     one = beyond_markdown(config, {"runs": [r for r in runs if r["device"] == here], "missing": [],
                                    "selection": {"chosen": "merge-mono-l0.5"}})
     assert "## Where the test runs trained" not in one
@@ -701,7 +708,8 @@ def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
     text = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})
     assert "with seeds enough for a pooled sd (three values" in text
     runs.append(rec("mono", 1, .664))  # two seeds of mono, one of the candidate: mono is best, 3 values pooled
-    # mono: 3 values pooled; cross: hybrid is best with one seed, no sd yet (this raised before); multi: mono wins the tie
+    # mono: 3 values pooled; cross: hybrid is best with one seed, no sd yet (this raised before);
+    # multi: mono wins the tie
     assert [v["setting"] for v in claims(runs, "merge-mono-l0.75")] == ["mono", "multi"]
     runs.append(rec("merge-mono-l0.75", 1, .660))
     verdicts = claims(runs, "merge-mono-l0.75")
@@ -710,7 +718,8 @@ def test_claims_wait_for_a_pooled_sd_and_the_report_says_so():
     # a PARTIAL report says its claims are interim, in results.md and on the console; a finished one does not
     from sentence_transformers_hybrid.experiment.beyond_report import summary_text
 
-    partial = beyond_markdown(config, {"runs": runs, "missing": ["test-mono-s2"], "selection": {"chosen": "merge-mono-l0.75"}})
+    partial = beyond_markdown(config, {"runs": runs, "missing": ["test-mono-s2"],
+                                       "selection": {"chosen": "merge-mono-l0.75"}})
     assert "**Interim**: these claims pool the finished runs only (the candidate's seeds 0, 1)" in partial
     assert "waits for the 1 missing run(s)" in partial
     done = beyond_markdown(config, {"runs": runs, "missing": [], "selection": {"chosen": "merge-mono-l0.75"}})

@@ -53,7 +53,8 @@ def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]
         "runs": runs,
         "missing": missing,
         "selection": json.loads(selection_file.read_text(encoding="utf-8")) if selection_file.is_file() else None,
-        "selection_sha256": hashlib.sha256(selection_file.read_bytes()).hexdigest() if selection_file.is_file() else None,
+        "selection_sha256": (hashlib.sha256(selection_file.read_bytes()).hexdigest() if selection_file.is_file()
+                             else None),
     }
 
 
@@ -267,7 +268,8 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
 
     by = _by_method(runs)
     lines += ["## Test: MLQA-R, mean ± sd over seeds", "",
-              "| method | seeds | mono mAP@20 | cross mAP@20 | multi mAP@20 | rank distance |", "|---|---|---|---|---|---|"]
+              "| method | seeds | mono mAP@20 | cross mAP@20 | multi mAP@20 | rank distance |",
+              "|---|---|---|---|---|---|"]
     for method, rs in by.items():
         cells = []
         for key in [f"{s}_map@20" for s in SETTINGS] + ["rank_distance"]:
@@ -290,8 +292,7 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
                          f"{'yes' if v['holds'] else 'no'} |")
         held = [v["setting"] for v in verdicts if v["holds"]]
         lines += ["", f"`{chosen}` is non-inferior to the best baseline in {len(held)} of {len(verdicts)} settings"
-                  + (f" ({', '.join(held)})." if held else ".") + (" As measured: no setting holds." if not held else ""),
-                  ""]
+                  + (f" ({', '.join(held)})." if held else ". As measured: no setting holds."), ""]
         if missing:
             lines += [f"**Interim**: these claims pool the finished runs only (the candidate's seeds "
                       f"{', '.join(str(r['seed']) for r in by[chosen])}); the test's verdict waits for "
@@ -327,6 +328,9 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
             note = f"reused from `{src.get('path') if isinstance(src, dict) else src}`"
         elif r.get("mode") == "merge":
             note = f"merge, {format_value(r.get('merge_seconds'), digits=1)} s"
+        if r.get("resumed_from") and not r.get("reused_from"):  # minutes = before the checkpoint + after the resume
+            note = (f"resumed from `{Path(str(r['resumed_from'])).name}`: its minutes up to that checkpoint plus after "
+                    "the resume")
         minutes = r.get("train_seconds")
         lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {r.get('seed')} | "
                      f"{format_value(minutes / 60 if minutes is not None else None, digits=1)} | "
