@@ -6,7 +6,6 @@ after the test runs began). A report of unfinished runs says PARTIAL and names t
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
 from .report import RUN_KEYS as FINETUNE_RUN_KEYS
+from .beyond import selection_sha256  # the hash each test record holds, computed by the same function
 from .stats import format_value, mean_sd, sd_shown
 from .selection import (
     BASELINES,
@@ -53,8 +53,7 @@ def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]
         "runs": runs,
         "missing": missing,
         "selection": json.loads(selection_file.read_text(encoding="utf-8")) if selection_file.is_file() else None,
-        "selection_sha256": (hashlib.sha256(selection_file.read_bytes()).hexdigest() if selection_file.is_file()
-                             else None),
+        "selection_sha256": selection_sha256(selection_file),
     }
 
 
