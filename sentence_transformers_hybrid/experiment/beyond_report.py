@@ -28,7 +28,6 @@ from .selection import (
 __all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "finetune_twins", "summary_text",
            "write_beyond_outputs"]
 
-#: the per-run keys of the finetune preset's runs.json, plus the method and phase of the protocol
 #: the finetune schema's run keys (report.RUN_KEYS), led by which method and phase the run belongs to
 RUN_KEYS = ("method", "phase", *FINETUNE_RUN_KEYS)
 
@@ -325,11 +324,11 @@ def beyond_markdown(config: Mapping[str, Any], records: Mapping[str, Any]) -> st
         if r.get("reused_from"):
             src = r["reused_from"]
             note = f"reused from `{src.get('path') if isinstance(src, dict) else src}`"
-        elif r.get("mode") == "merge":
-            note = f"merge, {format_value(r.get('merge_seconds'), digits=1)} s"
-        if r.get("resumed_from") and not r.get("reused_from"):  # minutes = before the checkpoint + after the resume
+        elif r.get("resumed_from"):  # train_seconds = before the checkpoint + after the resume
             note = (f"resumed from `{Path(str(r['resumed_from'])).name}`: its minutes up to that checkpoint plus after "
                     "the resume")
+        elif r.get("mode") == "merge":
+            note = f"merge, {format_value(r.get('merge_seconds'), digits=1)} s"
         minutes = r.get("train_seconds")
         lines.append(f"| `{r.get('run_id')}` | `{r.get('method')}` | {r.get('seed')} | "
                      f"{format_value(minutes / 60 if minutes is not None else None, digits=1)} | "

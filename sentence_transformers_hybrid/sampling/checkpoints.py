@@ -6,8 +6,8 @@ saves" check (``args.should_save``) lives inside ``_save`` (under tensor paralle
 6.3.0) overrides ``_save`` and assumes it is only called on the main process, so under ``torchrun`` **every rank
 writes the model files of every checkpoint into the same folder at once**. Two ranks truncating and rewriting
 ``tokenizer.json`` or ``model.safetensors`` together can leave a file with the tail of the other's write, and the
-resume then fails (``trailing characters at line 261``) or, worse, loads a mix. Our
-2-process test (``tests/test_distributed.py``) met exactly that.
+resume then fails (``trailing characters at line 261``) or, worse, loads a mix. Our 2-process test
+(``tests/test_distributed.py``) met exactly that.
 
 :func:`save_from_main_process` wraps one trainer's ``_save`` so that only the ranks with
 ``args.should_save`` (the main process, or each node's with ``save_on_each_node``) write; optimizer, scheduler and
