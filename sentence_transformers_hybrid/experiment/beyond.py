@@ -33,7 +33,6 @@ dev baselines, for the merges).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -65,6 +64,7 @@ from .selection import (
     select_candidate,
     worst_margin,
 )
+from .beyond_report import selection_sha256  # one function hashes selection.json for records and report
 from .training import train_run
 
 logger = logging.getLogger(__name__)
@@ -189,11 +189,6 @@ def plan_beyond_runs(preset: Preset, chosen: Candidate | None = None,
             runs.append(BeyondRun("test", chosen, seed))
     return runs
 
-
-def selection_sha256(path: str | Path) -> str | None:
-    """The SHA-256 of the selection file (``None`` when there is none)."""
-    path = Path(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ after the test runs began). A report of unfinished runs says PARTIAL and names t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any
 
 from .._utils import atomic_write_json, atomic_write_text
 from .report import RUN_KEYS as FINETUNE_RUN_KEYS
-from .beyond import selection_sha256  # the hash each test record holds, computed by the same function
 from .stats import format_value, mean_sd, sd_shown
 from .selection import (
     BASELINES,
@@ -30,6 +30,12 @@ __all__ = ["beyond_markdown", "beyond_records", "beyond_runs_json", "claims", "f
 
 #: the finetune schema's run keys (report.RUN_KEYS), led by which method and phase the run belongs to
 RUN_KEYS = ("method", "phase", *FINETUNE_RUN_KEYS)
+
+
+def selection_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of the selection file (``None`` when there is none); each test record holds it."""
+    path = Path(path)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def beyond_records(out: str | Path, config: Mapping[str, Any]) -> dict[str, Any]:
