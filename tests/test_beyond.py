@@ -470,6 +470,34 @@ def test_test_phase_reuses_matching_finetune_records_and_resumes_run_by_run(beyo
     assert "selection.json changed after the test runs began" in (out / "results.md").read_text()
 
 
+def test_a_merge_whose_partner_lost_its_weights_is_refused_before_any_run(beyond_dev, tmp_path, data_dir,
+                                                                         monkeypatch):
+    from sentence_transformers_hybrid.experiment import ExperimentConfigError
+    import sentence_transformers_hybrid.experiment.beyond as beyond_module
+
+    out = tmp_path / "exp"
+    shutil.copytree(beyond_dev[0], out)
+    assert (out / "dev" / "models" / "dev-mono-s0").is_dir()
+    # a fresh checkout: the records came with git, the weights did not; the merge and a trained run are still to do
+    for name in ("dev-merge-mono-l0.5-s0", "dev-consistency-b0.5-s0"):
+        (out / "runs" / f"{name}.json").unlink()
+    shutil.rmtree(out / "dev" / "models" / "dev-mono-s0")
+    real = beyond_module.train_run
+    monkeypatch.setattr(beyond_module, "train_run", lambda *a, **k: pytest.fail("trained before the refusal"))
+    with pytest.raises(ExperimentConfigError, match=r"dev-merge-mono-l0\.5-s0 needs the weights of dev-mono-s0.*"
+                                                    r"delete .*dev-mono-s0\.json to retrain it") as err:
+        run_beyond(_tiny_beyond(), data_dir=data_dir, output_dir=out, finetune_dir=None, candidates=TINY_CANDIDATES,
+                   phase="dev")
+    assert "dev-hybrid-s0" not in str(err.value)  # its weights are there
+    # a finished merge needs no weights: only the trained run is redone
+    shutil.copy(beyond_dev[0] / "runs" / "dev-merge-mono-l0.5-s0.json", out / "runs")
+    trained = []
+    monkeypatch.setattr(beyond_module, "train_run", lambda *a, **k: trained.append(k["label"]) or real(*a, **k))
+    run_beyond(_tiny_beyond(), data_dir=data_dir, output_dir=out, finetune_dir=None, candidates=TINY_CANDIDATES,
+               phase="dev")
+    assert trained == ["dev-consistency-b0.5-s0"]
+
+
 def test_another_configuration_in_the_folder_is_refused(beyond_dev, tmp_path, data_dir):
     from sentence_transformers_hybrid.experiment import ExperimentConfigError
 

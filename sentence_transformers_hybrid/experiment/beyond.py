@@ -70,7 +70,7 @@ from .training import train_run
 logger = logging.getLogger(__name__)
 
 __all__ = ["BeyondRun", "Candidate", "DEV_CANDIDATES", "plan_beyond_runs", "reusable_finetune_record", "run_beyond",
-           "selection_sha256"]
+           "run_order", "selection_sha256"]
 
 SELECTION_FILE = "selection.json"
 #: the one seed of every dev candidate (fixed: ``--seeds`` picks the test seeds only)
@@ -303,9 +303,10 @@ def run_beyond(
                encode_setup=encode_setup)
 
     # ---- dev
-    for run in plan_beyond_runs(preset, chosen, candidates):
-        if run.phase != "dev":
-            continue
+    dev_runs = [r for r in plan_beyond_runs(preset, chosen, candidates) if r.phase == "dev"]
+    if resume:
+        _check_partner_weights(out, dev_runs)
+    for run in dev_runs:
         records[run.run_id] = _dev_run(run, dev_phase, ctx, needs_model=_partners(candidates))
     if chosen is None:
         split = dev_split.get()  # the titles only: a resumed, finished dev phase builds no backbone
@@ -319,11 +320,13 @@ def run_beyond(
 
     # ---- test
     if phase == "all":
-        _pretrained(test_phase, ctx, finetune_dir, config)
         keep = {"hybrid", chosen.merge_with} if chosen.kind == "merge" else set()
-        for run in plan_beyond_runs(preset, chosen, candidates):
-            if run.phase == "test":
-                records[run.run_id] = _test_run(run, test_phase, ctx, finetune_dir, config, selection_file, keep)
+        test_runs = run_order([r for r in plan_beyond_runs(preset, chosen, candidates) if r.phase == "test"], keep)
+        if resume:
+            _check_partner_weights(out, test_runs)
+        _pretrained(test_phase, ctx, finetune_dir, config)
+        for run in test_runs:
+            records[run.run_id] = _test_run(run, test_phase, ctx, finetune_dir, config, selection_file, keep)
     if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
         (out / "checkpoints").rmdir()
     return beyond_report.write_beyond_outputs(out, config, device=train_setup.describe(), command=command)
@@ -376,6 +379,47 @@ def _model_dir(out: Path, run: BeyondRun) -> Path:
     return out / ("dev" if run.phase == "dev" else "") / "models" / run.run_id
 
 
+def run_order(runs: Sequence[BeyondRun], keep: set[str]) -> list[BeyondRun]:
+    """The order in which the test ``runs`` (the plan's) are made: per seed, the baselines no merge needs, then the
+    merge's partners (``keep``), then the merge. The partners' weights are kept under ``models/`` but never
+    committed, so a fresh checkout that resumes the protocol has none; in this order only the partners of a seed
+    whose merge has not run yet can be missing. The plan's order stays the order of the records and the report.
+
+    Example::
+
+        >>> from sentence_transformers_hybrid.experiment import PRESETS
+        >>> merge = Candidate("merge-mono-l0.75", kind="merge", merge_with="mono", lam=0.75)
+        >>> plan = [r for r in plan_beyond_runs(PRESETS["beyond"], merge) if r.phase == "test"]
+        >>> [r.run_id for r in run_order(plan, {"hybrid", "mono"})[:4]]
+        ['test-cross-s0', 'test-mono-s0', 'test-hybrid-s0', 'test-merge-mono-l0.75-s0']
+    """
+    seeds = list(dict.fromkeys(r.seed for r in runs))
+    return sorted(runs, key=lambda r: (seeds.index(r.seed), r.candidate is not None and r.candidate.kind == "merge",
+                                       r.name in keep))
+
+
+def _lost_partners(out: Path, run: BeyondRun) -> list[str]:
+    """For a merge ``run``: its partners whose record is there but whose weights are not, each said with the fix."""
+    c = run.candidate
+    if c is None or c.kind != "merge":
+        return []
+    lost = []
+    for name in ("hybrid", c.merge_with):
+        partner = BeyondRun(run.phase, Candidate(name, mode=name), run.seed)
+        record, weights = out / "runs" / f"{partner.run_id}.json", _model_dir(out, partner)
+        if record.is_file() and not weights.is_dir():
+            lost.append(f"{run.run_id} needs the weights of {partner.run_id}: its record is there but {weights} is "
+                        f"not (weights are kept outside git: a fresh checkout has none); delete {record} to retrain it")
+    return lost
+
+
+def _check_partner_weights(out: Path, runs: Sequence[BeyondRun]) -> None:
+    """Refuse, before any run is made, a merge still to make whose partner's weights are gone."""
+    lost = [line for r in runs if not (out / "runs" / f"{r.run_id}.json").is_file() for line in _lost_partners(out, r)]
+    if lost:
+        raise ExperimentConfigError("; ".join(lost))
+
+
 def _load_model(path: Path, device: str | None, preset: Preset):
     from sentence_transformers import SentenceTransformer
 
@@ -409,11 +453,9 @@ def _merge_record(run: BeyondRun, ctx: dict[str, Any]):
     c, out = run.candidate, ctx["out"]
     assert c is not None
     paths = [_model_dir(out, BeyondRun(run.phase, Candidate(n, mode=n), run.seed)) for n in ("hybrid", c.merge_with)]
-    for path in paths:
-        if not path.is_dir():
-            raise ExperimentConfigError(
-                f"{run.run_id}: the merge needs the model {path}, which is not there (its run's record exists but its "
-                f"weights were deleted); delete {out / 'runs' / (path.name + '.json')} to retrain it")
+    lost = _lost_partners(out, run)  # weights deleted while the protocol ran
+    if lost:
+        raise ExperimentConfigError("; ".join(lost))
     start = time.perf_counter()
     model = merge_models(_load_model(paths[0], ctx["device"], ctx["preset"]),
                          _load_model(paths[1], ctx["device"], ctx["preset"]), c.lam)
