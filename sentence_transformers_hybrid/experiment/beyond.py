@@ -398,14 +398,18 @@ def run_order(runs: Sequence[BeyondRun], keep: set[str]) -> list[BeyondRun]:
                                        r.name in keep))
 
 
-def _lost_partners(out: Path, run: BeyondRun) -> list[str]:
-    """For a merge ``run``: its partners whose record is there but whose weights are not, each said with the fix."""
+def _partner_runs(run: BeyondRun) -> list[BeyondRun]:
+    """The two runs a merge ``run`` averages (hybrid, then its ``merge_with``; same phase and seed); none otherwise."""
     c = run.candidate
     if c is None or c.kind != "merge":
         return []
+    return [BeyondRun(run.phase, Candidate(n, mode=n), run.seed) for n in ("hybrid", c.merge_with)]
+
+
+def _lost_partners(out: Path, run: BeyondRun) -> list[str]:
+    """For a merge ``run``: its partners whose record is there but whose weights are not, each said with the fix."""
     lost = []
-    for name in ("hybrid", c.merge_with):
-        partner = BeyondRun(run.phase, Candidate(name, mode=name), run.seed)
+    for partner in _partner_runs(run):
         record, weights = out / "runs" / f"{partner.run_id}.json", _model_dir(out, partner)
         if record.is_file() and not weights.is_dir():
             lost.append(f"{run.run_id} needs the weights of {partner.run_id}: its record is there but {weights} is "
@@ -452,7 +456,7 @@ def _merge_record(run: BeyondRun, ctx: dict[str, Any]):
 
     c, out = run.candidate, ctx["out"]
     assert c is not None
-    paths = [_model_dir(out, BeyondRun(run.phase, Candidate(n, mode=n), run.seed)) for n in ("hybrid", c.merge_with)]
+    paths = [_model_dir(out, partner) for partner in _partner_runs(run)]
     lost = _lost_partners(out, run)  # weights deleted while the protocol ran
     if lost:
         raise ExperimentConfigError("; ".join(lost))
