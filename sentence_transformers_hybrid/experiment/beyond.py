@@ -190,7 +190,6 @@ def plan_beyond_runs(preset: Preset, chosen: Candidate | None = None,
     return runs
 
 
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -379,6 +378,10 @@ def _model_dir(out: Path, run: BeyondRun) -> Path:
     return out / ("dev" if run.phase == "dev" else "") / "models" / run.run_id
 
 
+def _record_file(out: Path, run: BeyondRun) -> Path:
+    return out / "runs" / f"{run.run_id}.json"
+
+
 def run_order(runs: Sequence[BeyondRun], keep: set[str]) -> list[BeyondRun]:
     """The order in which the test ``runs`` (the plan's) are made: per seed, the baselines no merge needs, then the
     merge's partners (``keep``), then the merge. The partners' weights are kept under ``models/`` but never
@@ -410,7 +413,7 @@ def _lost_partners(out: Path, run: BeyondRun) -> list[str]:
     """For a merge ``run``: its partners whose record is there but whose weights are not, each said with the fix."""
     lost = []
     for partner in _partner_runs(run):
-        record, weights = out / "runs" / f"{partner.run_id}.json", _model_dir(out, partner)
+        record, weights = _record_file(out, partner), _model_dir(out, partner)
         if record.is_file() and not weights.is_dir():
             lost.append(f"{run.run_id} needs the weights of {partner.run_id}: its record is there but {weights} is "
                         f"not (weights are kept outside git: a fresh checkout has none); delete {record} to retrain it")
@@ -419,7 +422,7 @@ def _lost_partners(out: Path, run: BeyondRun) -> list[str]:
 
 def _check_partner_weights(out: Path, runs: Sequence[BeyondRun]) -> None:
     """Refuse, before any run is made, a merge still to make whose partner's weights are gone."""
-    lost = [line for r in runs if not (out / "runs" / f"{r.run_id}.json").is_file() for line in _lost_partners(out, r)]
+    lost = [line for r in runs if not _record_file(out, r).is_file() for line in _lost_partners(out, r)]
     if lost:
         raise ExperimentConfigError("; ".join(lost))
 
@@ -484,7 +487,7 @@ def _finish(run: BeyondRun, model, fields: dict[str, Any], bench, backbone, ctx:
 
 def _dev_run(run: BeyondRun, dev_phase: _Phase, ctx: dict[str, Any], needs_model: set[str]) -> dict[str, Any]:
     out = ctx["out"]
-    run_file = out / "runs" / f"{run.run_id}.json"
+    run_file = _record_file(out, run)
     if ctx["resume"] and run_file.is_file():
         return _read_json(run_file)
     logger.info("beyond: run %s", run.run_id)
@@ -506,7 +509,7 @@ def _make_run(run: BeyondRun, corpus, bench, backbone, ctx: dict[str, Any], *, n
         shutil.rmtree(target, ignore_errors=True)
         backbone.save(model, target)
         record["model_dir"] = str(target)
-    atomic_write_json(ctx["out"] / "runs" / f"{run.run_id}.json", record)
+    atomic_write_json(_record_file(ctx["out"], run), record)
     shutil.rmtree(ctx["out"] / "checkpoints" / run.run_id, ignore_errors=True)
     return record
 
@@ -552,7 +555,7 @@ def _pretrained(test_phase: _Phase, ctx: dict[str, Any], finetune_dir, config) -
 def _test_run(run: BeyondRun, test_phase: _Phase, ctx: dict[str, Any], finetune_dir, config,
               selection_file: Path, keep: set[str]) -> dict[str, Any]:
     out = ctx["out"]
-    run_file = out / "runs" / f"{run.run_id}.json"
+    run_file = _record_file(out, run)
     if ctx["resume"] and run_file.is_file():
         return _read_json(run_file)
     c = run.candidate
